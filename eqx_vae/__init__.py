@@ -1,0 +1,32 @@
+"""eqx_vae: the KL autoencoder (AutoencoderKL) of Stable Diffusion, SDXL, SD3 and Flux in Equinox."""
+
+from ._autoencoder import (
+    AutoencoderKL as AutoencoderKL,
+    decode as decode,
+    encode as encode,
+    reconstruct as reconstruct,
+)
+from ._blocks import (
+    DownEncoderBlock2D as DownEncoderBlock2D,
+    UNetMidBlock2D as UNetMidBlock2D,
+    UpDecoderBlock2D as UpDecoderBlock2D,
+)
+from ._checkpoint import (
+    from_pretrained as from_pretrained,
+    model_to_state_dict as model_to_state_dict,
+    named_parameters as named_parameters,
+    save_pretrained as save_pretrained,
+)
+from ._config import AutoencoderKLConfig as AutoencoderKLConfig
+from ._decoder import Decoder as Decoder
+from ._distribution import DiagonalGaussianDistribution as DiagonalGaussianDistribution
+from ._encoder import Encoder as Encoder
+from ._layers import (
+    AttentionBlock as AttentionBlock,
+    Downsample2D as Downsample2D,
+    ResnetBlock2D as ResnetBlock2D,
+    Upsample2D as Upsample2D,
+)
+from ._nn import Conv2d as Conv2d, GroupNorm as GroupNorm, Linear as Linear
+
+__version__ = "0.1.0"

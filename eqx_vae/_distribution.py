@@ -1,0 +1,80 @@
+"""The diagonal Gaussian posterior q(z | x), as a Module so it is a pytree that jit can return."""
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+
+
+class DiagonalGaussianDistribution(eqx.Module):
+    """N(mean, exp(logvar)) per latent element; works on one latent `(c, h, w)` or a batch `(b, c, h, w)`.
+
+    Follows diffusers' `DiagonalGaussianDistribution`: logvar is clipped to [-30, 20]; with `deterministic=True` the
+    std and var are 0, `sample` returns the mean, and `kl` and `nll` are 0. `kl` and `nll` sum over the last three
+    (channel and spatial) axes, so they return a scalar per example.
+    """
+
+    mean: Float[Array, "*batch channels height width"]
+    logvar: Float[Array, "*batch channels height width"]
+    deterministic: bool = eqx.field(static=True, default=False)
+
+    def __init__(
+        self,
+        mean: Float[Array, "*batch channels height width"],
+        logvar: Float[Array, "*batch channels height width"],
+        deterministic: bool = False,
+    ):
+        self.mean = mean
+        self.logvar = jnp.clip(logvar, LOGVAR_MIN, LOGVAR_MAX)
+        self.deterministic = deterministic
+
+    @classmethod
+    def from_moments(
+        cls, moments: Float[Array, "*batch two_channels height width"], deterministic: bool = False
+    ) -> "DiagonalGaussianDistribution":
+        """Splits the encoder's output: the first half of the channels is the mean, the second the log-variance."""
+        mean, logvar = jnp.split(moments, 2, axis=-3)
+        return cls(mean, logvar, deterministic)
+
+    @property
+    def std(self) -> Float[Array, "*batch channels height width"]:
+        return jnp.zeros_like(self.mean) if self.deterministic else jnp.exp(0.5 * self.logvar)
+
+    @property
+    def var(self) -> Float[Array, "*batch channels height width"]:
+        return jnp.zeros_like(self.mean) if self.deterministic else jnp.exp(self.logvar)
+
+    def sample(self, key: PRNGKeyArray) -> Float[Array, "*batch channels height width"]:
+        """mean + std * eps, eps ~ N(0, I) drawn from `key`."""
+        noise = jax.random.normal(key, self.mean.shape, jnp.float32).astype(self.mean.dtype)
+        return self.mean + self.std * noise
+
+    def mode(self) -> Float[Array, "*batch channels height width"]:
+        return self.mean
+
+    def kl(self, other: "DiagonalGaussianDistribution | None" = None) -> Float[Array, "*batch"]:
+        """KL(self || other), or KL(self || N(0, I)) when `other` is None; summed over (c, h, w)."""
+        if self.deterministic:
+            return jnp.zeros(self.mean.shape[:-3], self.mean.dtype)
+        if other is None:
+            terms = jnp.square(self.mean) + self.var - 1.0 - self.logvar
+        else:
+            terms = (
+                jnp.square(self.mean - other.mean) / other.var
+                + self.var / other.var
+                - 1.0
+                - self.logvar
+                + other.logvar
+            )
+        return 0.5 * jnp.sum(terms, axis=(-3, -2, -1))
+
+    def nll(self, sample: Float[Array, "*batch channels height width"]) -> Float[Array, "*batch"]:
+        """Negative log-likelihood of `sample`, summed over (c, h, w)."""
+        if self.deterministic:
+            return jnp.zeros(self.mean.shape[:-3], self.mean.dtype)
+        terms = math.log(2.0 * math.pi) + self.logvar + jnp.square(sample - self.mean) / self.var
+        return 0.5 * jnp.sum(terms, axis=(-3, -2, -1))

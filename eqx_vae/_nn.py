@@ -1,0 +1,142 @@
+"""Primitive layers with PyTorch's parameter layout: Conv2d, Linear and GroupNorm.
+
+Weights are stored exactly as diffusers stores them (conv `weight` is OIHW, `bias` is `(out,)`), so loading a
+checkpoint is a name lookup. Each layer keeps a parameter dtype (what the arrays are stored in) apart from the compute
+dtype (what the arithmetic runs in).
+"""
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+_ACTIVATIONS = {
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "mish": jax.nn.mish,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # torch.nn.GELU() is the exact (erf) form
+    "relu": jax.nn.relu,
+}
+
+
+def activation(name: str, x: Array) -> Array:
+    """Applies diffusers' `get_activation(name)`."""
+    return _ACTIVATIONS[name](x)
+
+
+def _uniform(key: PRNGKeyArray, shape: tuple[int, ...], bound: float, dtype: jnp.dtype) -> Array:
+    return jax.random.uniform(key, shape, jnp.float32, -bound, bound).astype(dtype)
+
+
+class Conv2d(eqx.Module):
+    """A 2D convolution over one `(channels, height, width)` image, weight OIHW as in PyTorch."""
+
+    weight: Float[Array, "out_channels in_channels kernel_height kernel_width"]
+    bias: Float[Array, " out_channels"]
+    stride: int = eqx.field(static=True)
+    padding: tuple[tuple[int, int], tuple[int, int]] = eqx.field(static=True)
+    dtype: jnp.dtype = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        stride: int = 1,
+        padding: int | tuple[tuple[int, int], tuple[int, int]] = 0,
+        dtype: jnp.dtype | str | None = None,
+        param_dtype: jnp.dtype | str | None = None,
+        key: PRNGKeyArray,
+    ):
+        param_dtype = jnp.dtype(param_dtype or jnp.float32)
+        weight_key, bias_key = jax.random.split(key)
+        bound = 1 / math.sqrt(in_channels * kernel_size * kernel_size)  # PyTorch's default init
+        self.weight = _uniform(weight_key, (out_channels, in_channels, kernel_size, kernel_size), bound, param_dtype)
+        self.bias = _uniform(bias_key, (out_channels,), bound, param_dtype)
+        self.stride = stride
+        self.padding = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
+        self.dtype = jnp.dtype(dtype or jnp.float32)
+
+    def __call__(
+        self, x: Float[Array, "in_channels height width"]
+    ) -> Float[Array, "out_channels out_height out_width"]:
+        out = jax.lax.conv_general_dilated(
+            x.astype(self.dtype)[None],
+            self.weight.astype(self.dtype),
+            window_strides=(self.stride, self.stride),
+            padding=self.padding,
+            dimension_numbers=("NCHW", "OIHW", "NCHW"),
+        )[0]
+        return out + self.bias.astype(self.dtype)[:, None, None]
+
+
+class Linear(eqx.Module):
+    """`y = W x + b` over the last axis, weight `(out, in)` as in PyTorch."""
+
+    weight: Float[Array, "out_features in_features"]
+    bias: Float[Array, " out_features"]
+    dtype: jnp.dtype = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        dtype: jnp.dtype | str | None = None,
+        param_dtype: jnp.dtype | str | None = None,
+        key: PRNGKeyArray,
+    ):
+        param_dtype = jnp.dtype(param_dtype or jnp.float32)
+        weight_key, bias_key = jax.random.split(key)
+        bound = 1 / math.sqrt(in_features)
+        self.weight = _uniform(weight_key, (out_features, in_features), bound, param_dtype)
+        self.bias = _uniform(bias_key, (out_features,), bound, param_dtype)
+        self.dtype = jnp.dtype(dtype or jnp.float32)
+
+    def __call__(self, x: Float[Array, "*batch in_features"]) -> Float[Array, "*batch out_features"]:
+        out = x.astype(self.dtype) @ self.weight.astype(self.dtype).T
+        return out + self.bias.astype(self.dtype).reshape((1,) * (out.ndim - 1) + (-1,))
+
+
+class GroupNorm(eqx.Module):
+    """GroupNorm over `(channels, *spatial)`, with statistics always computed in float32.
+
+    Follows `torch.nn.GroupNorm`: biased variance, per-channel affine. The epsilon must be given: the SD VAE uses 1e-6.
+    """
+
+    weight: Float[Array, " channels"]
+    bias: Float[Array, " channels"]
+    groups: int = eqx.field(static=True)
+    eps: float = eqx.field(static=True)
+    dtype: jnp.dtype = eqx.field(static=True)
+
+    def __init__(
+        self,
+        groups: int,
+        channels: int,
+        eps: float,
+        *,
+        dtype: jnp.dtype | str | None = None,
+        param_dtype: jnp.dtype | str | None = None,
+    ):
+        if channels % groups:
+            raise ValueError(f"GroupNorm: {channels} channels do not split into {groups} groups")
+        param_dtype = jnp.dtype(param_dtype or jnp.float32)
+        self.weight = jnp.ones((channels,), param_dtype)
+        self.bias = jnp.zeros((channels,), param_dtype)
+        self.groups = groups
+        self.eps = eps
+        self.dtype = jnp.dtype(dtype or jnp.float32)
+
+    def __call__(self, x: Float[Array, "channels *spatial"]) -> Float[Array, "channels *spatial"]:
+        channels = x.shape[0]
+        grouped = x.astype(jnp.float32).reshape(self.groups, -1)
+        mean = grouped.mean(axis=1, keepdims=True)
+        var = jnp.square(grouped - mean).mean(axis=1, keepdims=True)
+        normed = ((grouped - mean) * jax.lax.rsqrt(var + self.eps)).reshape(x.shape)
+        scale = self.weight.astype(jnp.float32).reshape((channels,) + (1,) * (x.ndim - 1))
+        shift = self.bias.astype(jnp.float32).reshape((channels,) + (1,) * (x.ndim - 1))
+        return (normed * scale + shift).astype(self.dtype)

@@ -1,0 +1,81 @@
+"""Shared test helpers: tiny configs, random diffusers models, tolerance checks."""
+
+import dataclasses
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import eqx_vae
+
+
+def tiny_config(**changes) -> eqx_vae.AutoencoderKLConfig:
+    """A three-level SD-like VAE small enough for CPU tests (8 groups, 4 latent channels)."""
+    base = dict(
+        block_out_channels=(16, 32, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        latent_channels=4,
+        sample_size=32,
+    )
+    base.update(changes)
+    levels = len(base["block_out_channels"])
+    base["down_block_types"] = ("DownEncoderBlock2D",) * levels
+    base["up_block_types"] = ("UpDecoderBlock2D",) * levels
+    return eqx_vae.AutoencoderKLConfig(**base)
+
+
+def diffusers_kwargs(config: eqx_vae.AutoencoderKLConfig) -> dict:
+    """The constructor arguments of diffusers' AutoencoderKL for `config`."""
+    kwargs = config.to_dict()
+    return {k: v for k, v in kwargs.items() if not k.startswith("_")}
+
+
+def random_diffusers_vae(config: eqx_vae.AutoencoderKLConfig, seed: int = 0):
+    """A diffusers AutoencoderKL with random weights; norms and biases perturbed so none is trivial."""
+    torch = pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(seed)
+    vae = diffusers.AutoencoderKL(**diffusers_kwargs(config)).eval()
+    with torch.no_grad():
+        for name, param in vae.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                param.copy_(1.0 + 0.2 * torch.randn_like(param))
+            elif name.endswith("bias"):
+                param.add_(0.1 * torch.randn_like(param))
+    return vae
+
+
+def to_torch(array):
+    import torch
+
+    return torch.from_numpy(np.array(array, dtype=np.float32))
+
+
+def assert_close_to_reference(ours, reference, *, tol: float = 1e-5, what: str = "output") -> None:
+    """max |ours - reference| <= tol * max(1, max |reference|): float32 parity, relative where values are large."""
+    ours = np.asarray(ours, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    assert ours.shape == reference.shape, f"{what}: shape {ours.shape} != reference {reference.shape}"
+    scale = max(1.0, float(np.abs(reference).max()))
+    error = float(np.abs(ours - reference).max())
+    assert error <= tol * scale, f"{what}: max abs error {error:.3e} > {tol:.0e} * {scale:.3g}"
+
+
+def tree_allclose(x, y, *, rtol: float = 1e-5, atol: float = 1e-6) -> bool:
+    """Same structure and every array leaf allclose."""
+    x_arrays, x_static = eqx.partition(x, eqx.is_array)
+    y_arrays, y_static = eqx.partition(y, eqx.is_array)
+    if not eqx.tree_equal(x_static, y_static):
+        return False
+    close = eqx.tree_equal(x_arrays, y_arrays, rtol=rtol, atol=atol)
+    return bool(close)
+
+
+def config_fields(config) -> dict:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def random_images(shape, seed: int = 0) -> jnp.ndarray:
+    return jnp.asarray(np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32))
