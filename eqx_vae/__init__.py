@@ -27,6 +27,16 @@ from ._layers import (
     ResnetBlock2D as ResnetBlock2D,
     Upsample2D as Upsample2D,
 )
+from ._format_flax import from_flax_params as from_flax_params
+from ._format_ldm import diffusers_to_ldm_state_dict as diffusers_to_ldm_state_dict
+from ._latents import from_diffusion_latents as from_diffusion_latents, to_diffusion_latents as to_diffusion_latents
 from ._nn import Conv2d as Conv2d, GroupNorm as GroupNorm, Linear as Linear
+from ._presets import PRESET_NAMES as PRESET_NAMES, preset_config as preset_config
+from ._precision import (
+    upcast_for_decode as upcast_for_decode,
+    with_compute_dtype as with_compute_dtype,
+    with_config as with_config,
+)
+from ._tiling import tiled_decode as tiled_decode, tiled_encode as tiled_encode
 
 __version__ = "0.1.0"

@@ -1,0 +1,194 @@
+"""Tiled encode/decode with diffusers' tiling math (`AutoencoderKL.enable_tiling()`), under one jit.
+
+The image (or latent) is cut into square tiles of `tile_size` pixels (the config's `sample_size` by default) whose
+starts are `int(tile_size * (1 - overlap))` apart; edge tiles are cut short. Each tile goes through the encoder (or
+decoder) on its own. Tiles are then blended into their upper neighbour and then their left neighbour with linear
+ramps over `int(tile * overlap)` rows/columns, in diffusers' order, each cropped to its top-left `tile - blend`
+rows/columns and concatenated. Tiling only kicks in when the height or the width exceeds the tile, as in diffusers.
+
+The tile grid is static (Python ints). Tiles of equal shape are stacked and run one at a time with `lax.map`, so peak
+memory is that of one tile plus the tiled output, whatever the image size. Each tile normalises with its own
+GroupNorm statistics, so the result differs from the untiled one (seams); this is diffusers' behaviour, reproduced.
+"""
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ._autoencoder import AutoencoderKL, check_images, check_latents
+from ._distribution import DiagonalGaussianDistribution
+from ._precision import upcast_for_decode
+
+DEFAULT_OVERLAP = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
+class TileGrid:
+    """diffusers' tiling numbers for one direction (encode: pixels in, latents out; decode: the reverse)."""
+
+    in_tile: int  # tile size on the input side
+    step: int  # distance between tile starts on the input side
+    blend: int  # rows/columns blended on the output side
+    keep: int  # rows/columns each blended tile keeps on the output side ("row_limit")
+
+    def starts(self, length: int) -> list[int]:
+        return list(range(0, length, self.step))
+
+
+def _sample_tile(model: AutoencoderKL, tile_size: int | None) -> int:
+    if tile_size is not None:
+        return tile_size
+    size = model.config.sample_size
+    return int(size[0] if isinstance(size, tuple) else size)
+
+
+def tile_grids(model: AutoencoderKL, tile_size: int | None, overlap: float) -> tuple[TileGrid, TileGrid]:
+    """(encode grid, decode grid) for `tile_size` image pixels; raises ValueError on a bad tile or overlap."""
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
+        raise ValueError(f"overlap={overlap!r} must be a number in [0, 1)")
+    if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1):
+        raise ValueError(f"tile_size={tile_size!r} must be a positive integer (image pixels) or None")
+    sample_tile = _sample_tile(model, tile_size)
+    factor = model.config.downsampling_factor
+    latent_tile = int(sample_tile / factor)
+    encode_step = int(sample_tile * (1 - overlap))
+    decode_step = int(latent_tile * (1 - overlap))
+    if latent_tile < 1 or encode_step < 1 or decode_step < 1:
+        smallest = next(
+            t for t in range(factor, 1 << 30) if int(t * (1 - overlap)) >= 1 and int(int(t / factor) * (1 - overlap)) >= 1
+        )
+        raise ValueError(
+            f"tile_size={sample_tile} is too small for the downsampling factor {factor} with overlap={overlap}: a tile "
+            f"would span {latent_tile} latent pixels and tiles would start {decode_step} latent pixels apart; use "
+            f"tile_size >= {smallest}"
+        )
+    latent_blend = int(latent_tile * overlap)
+    sample_blend = int(sample_tile * overlap)
+    encode = TileGrid(in_tile=sample_tile, step=encode_step, blend=latent_blend, keep=latent_tile - latent_blend)
+    decode = TileGrid(in_tile=latent_tile, step=decode_step, blend=sample_blend, keep=sample_tile - sample_blend)
+    return encode, decode
+
+
+def _ramp(extent: int, ndim: int, axis: int) -> tuple[Array, Array]:
+    """(1 - t/extent, t/extent) for t = 0..extent-1, in float32 as torch computes `tensor * python_float`."""
+    t = np.arange(extent, dtype=np.float64) / extent
+    shape = [1] * ndim
+    shape[axis] = extent
+    return jnp.asarray((1 - t).astype(np.float32).reshape(shape)), jnp.asarray(t.astype(np.float32).reshape(shape))
+
+
+def blend_into(previous: Array, tile: Array, extent: int, axis: int) -> Array:
+    """Linearly blends the trailing `extent` rows (axis -2) or columns (axis -1) of `previous` into `tile`'s first."""
+    extent = min(previous.shape[axis], tile.shape[axis], extent)
+    if extent == 0:
+        return tile
+    keep_previous, keep_tile = _ramp(extent, tile.ndim, axis)
+    length = tile.shape[axis]
+    head = jax.lax.slice_in_dim(tile, 0, extent, axis=axis)
+    tail = jax.lax.slice_in_dim(previous, previous.shape[axis] - extent, previous.shape[axis], axis=axis)
+    mixed = (tail * keep_previous + head * keep_tile).astype(tile.dtype)
+    return jnp.concatenate([mixed, jax.lax.slice_in_dim(tile, extent, length, axis=axis)], axis=axis)
+
+
+def _run_tiles(fn, x: Array, grid: TileGrid) -> list[list[Array]]:
+    """fn on every tile of `x` (batch, channels, height, width); tiles of one shape run sequentially via lax.map."""
+    height, width = x.shape[-2:]
+    rows, cols = grid.starts(height), grid.starts(width)
+    size = {(i, j): (min(grid.in_tile, height - i), min(grid.in_tile, width - j)) for i in rows for j in cols}
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for start, shape in size.items():
+        groups.setdefault(shape, []).append(start)
+    outputs = {}
+    for (tile_height, tile_width), starts in groups.items():
+
+        def one_tile(start, tile_height=tile_height, tile_width=tile_width):
+            tile = jax.lax.dynamic_slice(
+                x, (0, 0, start[0], start[1]), (x.shape[0], x.shape[1], tile_height, tile_width)
+            )
+            return fn(tile)
+
+        stacked = jax.lax.map(one_tile, jnp.asarray(starts, dtype=jnp.int32))
+        for index, start in enumerate(starts):
+            outputs[start] = stacked[index]
+    return [[outputs[(i, j)] for j in cols] for i in rows]
+
+
+def _blend_grid(tiles: list[list[Array]], grid: TileGrid) -> Array:
+    """diffusers' blend: each tile takes its (already blended) upper then left neighbour, is cropped, concatenated."""
+    blended: list[list[Array]] = []
+    for i, row in enumerate(tiles):
+        blended_row = []
+        for j, tile in enumerate(row):
+            if i > 0:
+                tile = blend_into(blended[i - 1][j], tile, grid.blend, axis=-2)
+            if j > 0:
+                tile = blend_into(blended_row[j - 1], tile, grid.blend, axis=-1)
+            blended_row.append(tile)
+        blended.append(blended_row)
+    return jnp.concatenate(
+        [jnp.concatenate([tile[..., : grid.keep, : grid.keep] for tile in row], axis=-1) for row in blended], axis=-2
+    )
+
+
+def _moments(model: AutoencoderKL, x: Array) -> Array:
+    """Encoder + quant_conv of one image: the raw moments, before the posterior clips the log-variance."""
+    moments = model.encoder(x)
+    return moments if model.quant_conv is None else model.quant_conv(moments)
+
+
+@eqx.filter_jit
+def _tiled_moments(model: AutoencoderKL, images: Array, grid: TileGrid) -> Array:
+    height, width = images.shape[-2:]
+    encode_batch = jax.vmap(lambda x: _moments(model, x))
+    if height <= grid.in_tile and width <= grid.in_tile:
+        return encode_batch(images)
+    return _blend_grid(_run_tiles(encode_batch, images, grid), grid)
+
+
+@eqx.filter_jit
+def _tiled_decode(model: AutoencoderKL, latents: Array, grid: TileGrid) -> Array:
+    height, width = latents.shape[-2:]
+    decode_batch = jax.vmap(lambda z: model.decode(z))
+    if height <= grid.in_tile and width <= grid.in_tile:
+        return decode_batch(latents)
+    return _blend_grid(_run_tiles(decode_batch, latents, grid), grid)
+
+
+def tiled_encode(
+    model: AutoencoderKL,
+    images: Float[Array, "batch in_channels height width"],
+    *,
+    tile_size: int | None = None,
+    overlap: float = DEFAULT_OVERLAP,
+) -> DiagonalGaussianDistribution:
+    """Encodes NCHW images tile by tile, as diffusers' `AutoencoderKL.encode` does after `enable_tiling()`.
+
+    `tile_size` is in image pixels (default: `config.sample_size`); `overlap` is the tile overlap fraction in [0, 1).
+    Images no larger than the tile are encoded whole. Moments are blended before the log-variance is clipped, as in
+    diffusers.
+    """
+    check_images(model, images)
+    encode_grid, _ = tile_grids(model, tile_size, overlap)
+    return DiagonalGaussianDistribution.from_moments(_tiled_moments(model, images, encode_grid))
+
+
+def tiled_decode(
+    model: AutoencoderKL,
+    latents: Float[Array, "batch latent_channels latent_height latent_width"],
+    *,
+    tile_size: int | None = None,
+    overlap: float = DEFAULT_OVERLAP,
+) -> Float[Array, "batch out_channels height width"]:
+    """Decodes NCHW latents tile by tile, as diffusers' `AutoencoderKL.decode` does after `enable_tiling()`.
+
+    `tile_size` is in image pixels (default: `config.sample_size`); a latent tile spans
+    `int(tile_size / downsampling_factor)` latent pixels. Latents no larger than a latent tile are decoded whole. A
+    float16 model whose config says `force_upcast` decodes in float32 (see `eqx_vae.decode`).
+    """
+    check_latents(model, latents)
+    _, decode_grid = tile_grids(model, tile_size, overlap)
+    return _tiled_decode(upcast_for_decode(model), latents, decode_grid)

@@ -1,0 +1,75 @@
+"""Tiled encode/decode equal diffusers' output under `enable_tiling()` (tiny model, sample_size 32)."""
+
+import jax
+import numpy as np
+import pytest
+
+import eqx_vae
+from helpers import assert_close_to_reference, random_diffusers_vae, random_images, tiny_config, to_torch
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    config = tiny_config(sample_size=32)
+    reference = random_diffusers_vae(config, seed=3)
+    directory = tmp_path_factory.mktemp("tiling")
+    reference.save_pretrained(directory)
+    reference.enable_tiling()
+    return eqx_vae.from_pretrained(directory), reference
+
+
+def _set_reference_tiles(reference, tile_size: int, overlap: float) -> None:
+    reference.tile_sample_min_size = tile_size
+    reference.tile_latent_min_size = int(tile_size / 4)
+    reference.tile_overlap_factor = overlap
+
+
+@pytest.mark.parametrize(
+    "shape, tile_size, overlap",
+    [((2, 3, 72, 90), 32, 0.25), ((1, 3, 70, 60), 48, 0.5)],
+)
+def test_tiled_encode_matches_diffusers(pair, shape, tile_size, overlap):
+    ours, reference = pair
+    _set_reference_tiles(reference, tile_size, overlap)
+    images = random_images(shape, seed=4)
+    with torch.no_grad():
+        expected = reference.encode(to_torch(images)).latent_dist
+    posterior = eqx_vae.tiled_encode(ours, images, tile_size=tile_size, overlap=overlap)
+    assert_close_to_reference(posterior.mean, expected.mean.numpy(), what="tiled mean")
+    assert_close_to_reference(posterior.logvar, expected.logvar.numpy(), what="tiled logvar")
+
+
+@pytest.mark.parametrize(
+    "shape, tile_size, overlap", [((2, 4, 20, 23), 32, 0.25), ((1, 4, 18, 14), 48, 0.5)]
+)
+def test_tiled_decode_matches_diffusers(pair, shape, tile_size, overlap):
+    ours, reference = pair
+    _set_reference_tiles(reference, tile_size, overlap)
+    latents = random_images(shape, seed=5) * 2
+    with torch.no_grad():
+        expected = reference.decode(to_torch(latents)).sample.numpy()
+    # Under an outer jit too: the tile grid is static.
+    tiled = jax.jit(lambda z: eqx_vae.tiled_decode(ours, z, tile_size=tile_size, overlap=overlap))(latents)
+    assert_close_to_reference(tiled, expected)
+
+
+def test_small_inputs_are_not_tiled(pair):
+    ours, _ = pair
+    small = random_images((1, 4, 8, 8), seed=6)
+    np.testing.assert_allclose(eqx_vae.tiled_decode(ours, small), eqx_vae.decode(ours, small), atol=1e-6)
+
+
+def test_bad_tile_and_overlap_are_rejected(pair):
+    ours, _ = pair
+    latents = random_images((1, 4, 8, 8))
+    with pytest.raises(ValueError, match="too small for the downsampling factor 4"):
+        eqx_vae.tiled_decode(ours, latents, tile_size=3)
+    with pytest.raises(ValueError, match="too small"):
+        eqx_vae.tiled_encode(ours, random_images((1, 3, 16, 16)), tile_size=4)
+    for overlap in (1.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="overlap"):
+            eqx_vae.tiled_decode(ours, latents, overlap=overlap)
+    with pytest.raises(ValueError, match="tile_size"):
+        eqx_vae.tiled_decode(ours, latents, tile_size=0)
