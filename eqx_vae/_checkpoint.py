@@ -1,219 +1,157 @@
-"""Reading and writing weights.
+"""Loading any AutoencoderKL checkpoint, and saving in diffusers' layout.
 
-Every checkpoint format is first turned into a *state dict in diffusers' naming* (`encoder.down_blocks.0.resnets.1.
-conv1.weight` -> array in PyTorch layout). Because the modules' fields carry those same names, building the model from
-such a state dict is a name lookup: `state_dict_to_model`. A new format only needs a function that maps its own names
-and layouts to diffusers' (see `normalise_diffusers_name` for the legacy attention names).
+Every format is first turned into a `TensorSource` in diffusers' naming (see `_state_dict`); the model is then built
+by a name lookup. The formats:
+- diffusers folders, pipeline subfolders, shards, variants (`_format_diffusers`);
+- LDM / SD / ComfyUI / A1111 / Flux single files (`_format_ldm`);
+- Flax params and msgpack folders (`_format_flax`);
+- repo ids in the local Hugging Face cache (`_hub`).
 """
 
-import contextlib
 import json
 import os
-import re
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ._autoencoder import AutoencoderKL
 from ._config import AutoencoderKLConfig
+from ._files import PICKLE_SUFFIXES, atomic_path, open_pickle, open_safetensors
+from ._format_diffusers import CONFIG_NAME, WEIGHTS_NAME, open_model_folder, variant_name, with_current_names
+from ._format_flax import open_msgpack
+from ._format_ldm import is_ldm_layout, ldm_source, vae_names, vae_prefix
+from ._hub import cached_snapshot, looks_like_repo_id
+from ._presets import family_from_names, infer_config_from_shapes, preset_config
+from ._safetensors import SafetensorsFile, write_safetensors
+from ._state_dict import (
+    TensorSource,
+    check_state_dict as check_state_dict,
+    model_to_state_dict as model_to_state_dict,
+    named_parameters as named_parameters,
+    normalise_diffusers_name as normalise_diffusers_name,
+    skeleton as skeleton,
+    source_to_model,
+    state_dict_to_model as state_dict_to_model,
+)
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
-
-
-# Names ------------------------------------------------------------------------------------------------------------
-
-
-def _path_to_name(path) -> str:
-    parts = []
-    for entry in path:
-        if isinstance(entry, jax.tree_util.GetAttrKey):
-            parts.append(entry.name)
-        elif isinstance(entry, jax.tree_util.SequenceKey):
-            parts.append(str(entry.idx))
-        else:  # pragma: no cover - the model holds only attributes and lists
-            raise TypeError(f"unexpected pytree path entry {entry!r}")
-    return ".".join(parts)
-
-
-def _is_parameter(leaf) -> bool:
-    return eqx.is_array(leaf) or isinstance(leaf, jax.ShapeDtypeStruct)
-
-
-def named_parameters(model: AutoencoderKL) -> dict[str, Any]:
-    """Every array of the model by its diffusers state-dict name, e.g. `decoder.up_blocks.0.upsamplers.0.conv.bias`."""
-    leaves, _ = jax.tree_util.tree_flatten_with_path(eqx.filter(model, _is_parameter))
-    return {_path_to_name(path): leaf for path, leaf in leaves}
-
-
-_LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
-_LEGACY_PATTERN = re.compile(r"(\.attentions\.\d+\.)(query|key|value|proj_attn)\.")
-
-
-def normalise_diffusers_name(name: str) -> str:
-    """Renames a legacy attention name (query/key/value/proj_attn) of old diffusers checkpoints to today's."""
-    return _LEGACY_PATTERN.sub(lambda m: m.group(1) + _LEGACY_ATTENTION[m.group(2)] + ".", name)
-
-
-def skeleton(config: AutoencoderKLConfig) -> AutoencoderKL:
-    """The model's structure with `jax.ShapeDtypeStruct` leaves: no memory spent on weights."""
-    return eqx.filter_eval_shape(AutoencoderKL, config, key=jax.random.key(0))
-
-
-def check_state_dict(config: AutoencoderKLConfig, shapes: Mapping[str, tuple[int, ...]], source: str) -> None:
-    """Raises a ValueError listing the missing, unexpected and shape-mismatched keys, if any."""
-    expected = {name: tuple(leaf.shape) for name, leaf in named_parameters(skeleton(config)).items()}
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    mismatched = sorted(
-        f"{name}: checkpoint {tuple(shapes[name])} vs model {expected[name]}"
-        for name in set(expected) & set(shapes)
-        if tuple(shapes[name]) != expected[name]
-    )
-    if missing or unexpected or mismatched:
-        lines = [f"{source}: the weights do not match the config"]
-        for title, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-            if names:
-                shown = ", ".join(names[:20]) + (f", ... ({len(names) - 20} more)" if len(names) > 20 else "")
-                lines.append(f"  {title} ({len(names)}): {shown}")
-        raise ValueError("\n".join(lines))
-
-
-def state_dict_to_model(
-    config: AutoencoderKLConfig, get_tensor: Callable[[str], np.ndarray], shapes: Mapping[str, tuple[int, ...]],
-    source: str,
-) -> AutoencoderKL:
-    """Builds the model from diffusers-named tensors; `get_tensor(name)` is called once per parameter.
-
-    Tensors are fetched one at a time and cast to the config's parameter dtype, so at most one extra copy of a single
-    tensor is alive besides the finished parameters.
-    """
-    check_state_dict(config, shapes, source)
-    structure = skeleton(config)
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(structure)
-    dtype = config.weight_dtype
-    arrays = []
-    for path, leaf in leaves:
-        if isinstance(leaf, jax.ShapeDtypeStruct):
-            arrays.append(jnp.asarray(get_tensor(_path_to_name(path)), dtype=dtype))
-        else:
-            arrays.append(leaf)
-    return jax.tree_util.tree_unflatten(treedef, arrays)
-
-
-def model_to_state_dict(model: AutoencoderKL, dtype=None) -> dict[str, np.ndarray]:
-    """The diffusers state dict of `model` as NumPy arrays (optionally cast, e.g. to float16 for a smaller file)."""
-    return {
-        name: np.asarray(value if dtype is None else value.astype(dtype))
-        for name, value in named_parameters(model).items()
-    }
-
-
-# Files ------------------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def atomic_path(destination: str | os.PathLike) -> Iterator[str]:
-    """Yields a temporary path next to `destination`; on success it replaces `destination` in one rename.
-
-    If anything fails before the rename, the temporary file is removed and `destination` is untouched.
-    """
-    destination = os.fspath(destination)
-    directory = os.path.dirname(os.path.abspath(destination))
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(destination), dir=directory)
-    os.close(handle)
-    try:
-        yield temporary
-        with open(temporary, "rb") as file:
-            os.fsync(file.fileno())
-        os.replace(temporary, destination)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "atomic_path", "from_pretrained", "save_pretrained", "read_safetensors"]
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, tuple[int, ...]], Callable[[str], np.ndarray]]:
     """Opens a safetensors file lazily: returns the tensor shapes and a function that reads one tensor."""
-    from safetensors import safe_open
-
-    path = os.fspath(path)
-    try:
-        handle = safe_open(path, framework="numpy")
-        shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
-    except Exception as error:  # safetensors raises its own error types for corrupt headers
-        raise ValueError(f"{path} is not a readable safetensors file: {error}") from error
-
-    def get_tensor(name: str) -> np.ndarray:
-        try:
-            return handle.get_tensor(name)
-        except Exception as error:
-            raise ValueError(f"{path}: cannot read tensor {name!r}: {error}") from error
-
-    return shapes, get_tensor
+    handle = SafetensorsFile(path)
+    return handle.shapes, handle.read
 
 
-def from_pretrained(
-    path: str | os.PathLike,
-    *,
-    subfolder: str | None = None,
-    config: AutoencoderKLConfig | None = None,
-    dtype=None,
-    param_dtype=None,
-) -> AutoencoderKL:
-    """Loads a diffusers AutoencoderKL directory (`config.json` + `diffusion_pytorch_model.safetensors`).
-
-    `subfolder="vae"` reads the VAE of a whole pipeline. `config` replaces the directory's config.json. `dtype` sets
-    both the compute and the parameter dtype (like diffusers' `torch_dtype`); `param_dtype` overrides the latter.
-    Old checkpoints with the legacy attention names (query/key/value/proj_attn) load too.
-    """
-    directory = os.fspath(path)
-    if subfolder:
-        directory = os.path.join(directory, subfolder)
-    if not os.path.isdir(directory):
-        raise ValueError(f"{directory} is not a directory holding a diffusers AutoencoderKL")
-    if config is None:
-        config_path = os.path.join(directory, CONFIG_NAME)
-        if not os.path.isfile(config_path):
-            raise ValueError(f"{directory} has no {CONFIG_NAME}; pass config=AutoencoderKLConfig(...)")
-        config = AutoencoderKLConfig.from_json_file(config_path)
-    dtypes = {}
-    if dtype is not None:
-        dtypes = dict(dtype=dtype, param_dtype=dtype)
-    if param_dtype is not None:
-        dtypes["param_dtype"] = param_dtype
-    config = config.replace(**dtypes) if dtypes else config
-    weights_path = os.path.join(directory, WEIGHTS_NAME)
-    if not os.path.isfile(weights_path):
-        raise ValueError(f"{directory} has no {WEIGHTS_NAME}")
-    shapes, get_tensor = read_safetensors(weights_path)
-    renamed = {normalise_diffusers_name(name): name for name in shapes}  # our name -> name in the file
-    return state_dict_to_model(
-        config,
-        lambda name: get_tensor(renamed[name]),
-        {new: shapes[old] for new, old in renamed.items()},
-        weights_path,
+def _single_file_source(path: str, *, allow_pickle: bool) -> tuple[TensorSource, str | None]:
+    """The VAE inside one file, in diffusers' names, and the model family its other keys reveal (or None)."""
+    if path.endswith(".msgpack"):
+        return open_msgpack(path), None
+    if path.endswith(PICKLE_SUFFIXES):
+        stored = open_pickle(path, allow_pickle=allow_pickle)
+    elif path.endswith(".safetensors"):
+        stored = open_safetensors(path)
+    else:
+        raise ValueError(f"{path}: unknown checkpoint file type; expected .safetensors, .msgpack or a pickle "
+                         f"{PICKLE_SUFFIXES} file")
+    family = family_from_names(stored.shapes)
+    if is_ldm_layout(stored.shapes) or is_ldm_layout(vae_names(stored.shapes, vae_prefix(stored.shapes))):
+        return ldm_source(stored), family
+    inner = vae_names(stored.shapes, vae_prefix(stored.shapes))
+    if any(name.startswith(("encoder.down_blocks.", "decoder.up_blocks.")) for name in inner):
+        return with_current_names(stored.renamed(inner)), family
+    shown = ", ".join(sorted(stored.shapes)[:8]) or "no tensors"
+    raise ValueError(
+        f"{path}: unknown key layout: found neither LDM VAE keys (encoder.down.N.block.M, optionally under "
+        f"first_stage_model. or vae.) nor diffusers keys (encoder.down_blocks.N.resnets.M); first keys: {shown}"
     )
 
 
-def save_pretrained(model: AutoencoderKL, path: str | os.PathLike, *, dtype=None) -> None:
-    """Writes `model` as a diffusers directory that `diffusers.AutoencoderKL.from_pretrained` loads.
+def _resolve_config(config: AutoencoderKLConfig | str | None) -> AutoencoderKLConfig | None:
+    return preset_config(config) if isinstance(config, str) else config
 
-    Both files are written atomically: a failure part-way leaves any previous checkpoint in `path` intact.
-    `dtype` (e.g. `jnp.float16`) saves the weights in a lower precision.
+
+def _with_dtypes(config: AutoencoderKLConfig, dtype, param_dtype) -> AutoencoderKLConfig:
+    changes = {}
+    if dtype is not None:
+        changes.update(dtype=dtype, param_dtype=dtype)
+    if param_dtype is not None:
+        changes["param_dtype"] = param_dtype
+    return config.replace(**changes) if changes else config
+
+
+def from_pretrained(
+    path_or_repo_id: str | os.PathLike,
+    *,
+    subfolder: str | None = None,
+    config: AutoencoderKLConfig | str | None = None,
+    dtype=None,
+    param_dtype=None,
+    variant: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    allow_pickle: bool = False,
+) -> AutoencoderKL:
+    """Loads an AutoencoderKL from a folder, a single file or a repo id in the local Hugging Face cache.
+
+    - a diffusers folder (`config.json` + `diffusion_pytorch_model.safetensors`, sharded with an `.index.json`, a
+      `variant` such as `"fp16"`, or Flax's `diffusion_flax_model.msgpack`); `subfolder="vae"` for a pipeline;
+    - a single file: an LDM / SD / SDXL / SD3 / ComfyUI / A1111 checkpoint (VAE under `first_stage_model.`, `vae.` or
+      no prefix, e.g. Flux's `ae.safetensors`; a full checkpoint loads just its VAE), a diffusers-named
+      `.safetensors`, or a Flax `.msgpack`. The config is inferred from the tensor shapes;
+    - a repo id (`"stabilityai/sd-vae-ft-mse"`) already in the Hugging Face cache (never downloads).
+
+    `config` (an AutoencoderKLConfig or a preset name such as `"sdxl"`) replaces the folder's config.json or the
+    inferred config; single files can't reveal their latent scaling factors, so pass a preset for those. `dtype` sets
+    both the compute and the parameter dtype (like diffusers' `torch_dtype`); `param_dtype` overrides the latter;
+    weights stored in float16/bfloat16 are cast on load. Pickle files (.bin, .ckpt, .pt) are refused unless
+    `allow_pickle=True`, and are then read with `torch.load(weights_only=True)`.
     """
-    from safetensors.numpy import save_file
+    location = os.fspath(path_or_repo_id)
+    if not os.path.exists(location):
+        if looks_like_repo_id(location):
+            location = cached_snapshot(location, revision=revision, cache_dir=cache_dir)
+        else:
+            raise FileNotFoundError(f"{location}: no such file or folder (and not an org/name repo id)")
+    explicit = _resolve_config(config)
+    if os.path.isfile(location):
+        if subfolder:
+            raise ValueError(f"subfolder={subfolder!r} was given, but {location} is a file, not a folder")
+        tensors, family = _single_file_source(location, allow_pickle=allow_pickle)
+        sibling = os.path.join(os.path.dirname(location), CONFIG_NAME)
+        if explicit is None and location.endswith(".msgpack") and os.path.isfile(sibling):
+            explicit = AutoencoderKLConfig.from_json_file(sibling)
+        resolved = explicit or infer_config_from_shapes(tensors.shapes, tensors.source, family=family)
+    else:
+        directory = os.path.join(location, subfolder) if subfolder else location
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"{directory}: no such folder (subfolder={subfolder!r} of {location})")
+        tensors = open_model_folder(directory, variant=variant, allow_pickle=allow_pickle)
+        config_path = os.path.join(directory, CONFIG_NAME)
+        if explicit is not None:
+            resolved = explicit
+        elif os.path.isfile(config_path):
+            resolved = AutoencoderKLConfig.from_json_file(config_path)
+        else:
+            resolved = infer_config_from_shapes(tensors.shapes, f"{directory} (no {CONFIG_NAME})")
+    return source_to_model(_with_dtypes(resolved, dtype, param_dtype), tensors)
 
+
+def save_pretrained(
+    model: AutoencoderKL, path: str | os.PathLike, *, dtype=None, variant: str | None = None
+) -> None:
+    """Writes `model` as a diffusers folder that `diffusers.AutoencoderKL.from_pretrained` loads.
+
+    Both files are first written to temporary files and then renamed over the old ones: a failure part-way leaves
+    any previous checkpoint in `path` intact and no temporary files behind. `dtype` (e.g. `jnp.float16`) saves the
+    weights in a lower precision; `variant="fp16"` names the file `diffusion_pytorch_model.fp16.safetensors`.
+    """
     directory = os.fspath(path)
     os.makedirs(directory, exist_ok=True)
     tensors = model_to_state_dict(model, dtype)
-    with atomic_path(os.path.join(directory, WEIGHTS_NAME)) as weights_tmp:
-        save_file(tensors, weights_tmp, metadata={"format": "pt"})
+    with atomic_path(os.path.join(directory, variant_name(WEIGHTS_NAME, variant))) as weights_tmp:
         with atomic_path(os.path.join(directory, CONFIG_NAME)) as config_tmp:
+            write_safetensors(weights_tmp, tensors, metadata={"format": "pt"})
             with open(config_tmp, "w", encoding="utf-8") as file:
                 json.dump(model.config.to_dict(), file, indent=2, sort_keys=True)
                 file.write("\n")

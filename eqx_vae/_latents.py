@@ -1,0 +1,63 @@
+"""Between the VAE's posterior samples and the latents a diffusion model is trained on, per model family.
+
+- SD 1.x / 2 / SDXL: `latents = z * scaling_factor`;
+- SD3 / Flux: `latents = (z - shift_factor) * scaling_factor`;
+- Playground v2.5 (per-channel statistics): `latents = (z - latents_mean) * scaling_factor / latents_std`.
+
+This is what diffusers' pipelines do around `vae.encode` / `vae.decode`; the config says which rule applies.
+"""
+
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ._autoencoder import AutoencoderKL
+from ._config import AutoencoderKLConfig
+
+
+def _config_of(config_or_model: AutoencoderKLConfig | AutoencoderKL) -> AutoencoderKLConfig:
+    return config_or_model.config if isinstance(config_or_model, AutoencoderKL) else config_or_model
+
+
+def _per_channel(values, like: Array) -> Array:
+    """Per-channel statistics shaped to broadcast over `(..., channels, height, width)` without rank promotion."""
+    column = jnp.asarray(values, dtype=like.dtype).reshape(-1, 1, 1)
+    return column.reshape((1,) * (like.ndim - 3) + column.shape)
+
+
+def _check(z: Array, config: AutoencoderKLConfig, what: str) -> None:
+    if z.ndim not in (3, 4):
+        raise ValueError(f"{what} must be (channels, height, width) or (batch, channels, height, width), got shape "
+                         f"{tuple(z.shape)}")
+    if z.shape[-3] != config.latent_channels:
+        raise ValueError(f"{what} has {z.shape[-3]} channels (axis -3 of shape {tuple(z.shape)}), but the config's "
+                         f"latent_channels is {config.latent_channels}")
+
+
+def to_diffusion_latents(
+    z: Float[Array, "*batch latent_channels height width"], config: AutoencoderKLConfig | AutoencoderKL
+) -> Float[Array, "*batch latent_channels height width"]:
+    """A posterior sample (or mode) -> the diffusion model's latent space, for one latent (CHW) or a batch (NCHW)."""
+    config = _config_of(config)
+    z = jnp.asarray(z)
+    _check(z, config, "z")
+    scale = config.scaling_factor
+    if config.latents_mean is not None and config.latents_std is not None:
+        return (z - _per_channel(config.latents_mean, z)) * scale / _per_channel(config.latents_std, z)
+    if config.shift_factor is not None:
+        return (z - config.shift_factor) * scale
+    return z * scale
+
+
+def from_diffusion_latents(
+    latents: Float[Array, "*batch latent_channels height width"], config: AutoencoderKLConfig | AutoencoderKL
+) -> Float[Array, "*batch latent_channels height width"]:
+    """The diffusion model's latents -> what `decode` takes (the inverse of `to_diffusion_latents`)."""
+    config = _config_of(config)
+    latents = jnp.asarray(latents)
+    _check(latents, config, "latents")
+    scale = config.scaling_factor
+    if config.latents_mean is not None and config.latents_std is not None:
+        return latents * _per_channel(config.latents_std, latents) / scale + _per_channel(config.latents_mean, latents)
+    if config.shift_factor is not None:
+        return latents / scale + config.shift_factor
+    return latents / scale
