@@ -37,6 +37,7 @@ from ._precision import (
     with_compute_dtype as with_compute_dtype,
     with_config as with_config,
 )
+from ._slicing import sliced_decode as sliced_decode, sliced_encode as sliced_encode
 from ._tiling import tiled_decode as tiled_decode, tiled_encode as tiled_encode
 
 __version__ = "0.1.0"

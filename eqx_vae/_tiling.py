@@ -58,9 +58,10 @@ def tile_grids(model: AutoencoderKL, tile_size: int | None, overlap: float) -> t
     encode_step = int(sample_tile * (1 - overlap))
     decode_step = int(latent_tile * (1 - overlap))
     if latent_tile < 1 or encode_step < 1 or decode_step < 1:
-        smallest = next(
-            t for t in range(factor, 1 << 30) if int(t * (1 - overlap)) >= 1 and int(int(t / factor) * (1 - overlap)) >= 1
-        )
+        def fits(tile: int) -> bool:
+            return int(tile * (1 - overlap)) >= 1 and int(int(tile / factor) * (1 - overlap)) >= 1
+
+        smallest = next(tile for tile in range(factor, 1 << 30) if fits(tile))
         raise ValueError(
             f"tile_size={sample_tile} is too small for the downsampling factor {factor} with overlap={overlap}: a tile "
             f"would span {latent_tile} latent pixels and tiles would start {decode_step} latent pixels apart; use "

@@ -1,0 +1,31 @@
+"""Batch slicing gives the unsliced results (diffusers' enable_slicing semantics, bounded memory)."""
+
+import jax
+import numpy as np
+import pytest
+from helpers import random_images, tiny_config
+
+import eqx_vae
+
+
+@pytest.fixture(scope="module")
+def model():
+    return eqx_vae.AutoencoderKL(tiny_config(), key=jax.random.key(0))
+
+
+@pytest.mark.parametrize("slice_size", [2])
+def test_sliced_matches_unsliced(model, slice_size):
+    images = random_images((5, 3, 16, 16), seed=1)  # 5 = two slices of 2 and a remainder of 1
+    posterior = eqx_vae.sliced_encode(model, images, slice_size=slice_size)
+    expected = eqx_vae.encode(model, images)
+    np.testing.assert_allclose(posterior.mean, expected.mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(posterior.logvar, expected.logvar, rtol=1e-5, atol=1e-5)
+    latents = expected.mean
+    np.testing.assert_allclose(
+        eqx_vae.sliced_decode(model, latents, slice_size=slice_size), eqx_vae.decode(model, latents), atol=1e-5
+    )
+
+
+def test_bad_slice_size(model):
+    with pytest.raises(ValueError, match="slice_size"):
+        eqx_vae.sliced_decode(model, random_images((2, 4, 4, 4)), slice_size=0)
