@@ -142,8 +142,9 @@ def ldm_source(tensors: TensorSource) -> TensorSource:
     if unknown:
         shown = ", ".join(sorted(unknown)[:10])
         raise ValueError(f"{tensors.source}: unknown key layout: {len(unknown)} VAE keys fit no LDM name: {shown}")
-    transforms = {new: _as_linear for new in new_to_old if _is_projection_weight(new)}
-    return tensors.renamed(new_to_old, transforms)
+    projections = [new for new in new_to_old if _is_projection_weight(new)]
+    new_shapes = {new: tuple(tensors.shapes[new_to_old[new]][:2]) for new in projections}
+    return tensors.renamed(new_to_old, {new: _as_linear for new in projections}, new_shapes)
 
 
 def diffusers_to_ldm_state_dict(state_dict: Mapping[str, np.ndarray], *, prefix: str = "") -> dict[str, np.ndarray]:

@@ -30,15 +30,19 @@ class TensorSource:
     read: Callable[[str], np.ndarray]
     source: str
 
-    def renamed(self, new_to_old: Mapping[str, str], transforms: Mapping[str, Callable] | None = None) -> "TensorSource":
-        """A view with new names (`new_to_old[new] = old`) and optional per-name layout fixes (applied on read)."""
+    def renamed(
+        self,
+        new_to_old: Mapping[str, str],
+        transforms: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+        new_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    ) -> "TensorSource":
+        """A view with new names (`new_to_old[new] = old`) and optional per-name layout fixes applied on read
+        (`transforms[new]`, which turn a tensor into shape `new_shapes[new]`)."""
         transforms = dict(transforms or {})
-        shapes = {}
-        for new, old in new_to_old.items():
-            shape = self.shapes[old]
-            if new in transforms:
-                shape = jax.eval_shape(transforms[new], jax.ShapeDtypeStruct(shape, jnp.float32)).shape
-            shapes[new] = tuple(shape)
+        new_shapes = dict(new_shapes or {})
+        if set(transforms) != set(new_shapes):
+            raise ValueError("every layout fix needs the shape it produces")
+        shapes = {new: tuple(new_shapes.get(new, self.shapes[old])) for new, old in new_to_old.items()}
         read = self.read
 
         def read_renamed(name: str) -> np.ndarray:
