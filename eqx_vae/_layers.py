@@ -12,8 +12,11 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._nn import Conv2d, GroupNorm, Linear, activation
+from ._sharding_context import gather_bands
 
 RESNET_EPS = 1e-6
+# Above this many tokens (a 32x32 latent), mid-block attention runs in query chunks of this size.
+QUERY_CHUNK_SIZE = 1024
 
 
 class ResnetBlock2D(eqx.Module):
@@ -72,7 +75,8 @@ class AttentionBlock(eqx.Module):
 
     diffusers' `Attention(..., residual_connection=True, _from_deprecated_attn_block=True)` as used in the VAE mid
     block: GroupNorm, q/k/v projections with bias, softmax(q k^T / sqrt(head_dim)) v (softmax in float32), the output
-    projection `to_out.0`, then `+ x`.
+    projection `to_out.0`, then `+ x`. Above `query_chunk_size` tokens the queries run in chunks (`lax.map`), so the
+    full tokens x tokens score matrix is never built (16384 tokens at 1024x1024 images would need 1 GiB per head).
     """
 
     group_norm: GroupNorm
@@ -82,6 +86,7 @@ class AttentionBlock(eqx.Module):
     to_out: list[Linear]
     heads: int = eqx.field(static=True)
     dtype: jnp.dtype = eqx.field(static=True)
+    query_chunk_size: int | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -89,6 +94,7 @@ class AttentionBlock(eqx.Module):
         *,
         groups: int,
         heads: int = 1,
+        query_chunk_size: int | None = QUERY_CHUNK_SIZE,
         dtype: jnp.dtype | str | None = None,
         param_dtype: jnp.dtype | str | None = None,
         key: PRNGKeyArray,
@@ -104,6 +110,17 @@ class AttentionBlock(eqx.Module):
         self.to_out = [Linear(channels, channels, **dtypes, key=keys[3])]
         self.heads = heads
         self.dtype = jnp.dtype(dtype or jnp.float32)
+        if query_chunk_size is not None and query_chunk_size < 1:
+            raise ValueError(f"AttentionBlock: query_chunk_size={query_chunk_size} must be positive or None")
+        self.query_chunk_size = query_chunk_size
+
+    def _attend(
+        self, q: Float[Array, "queries heads head_dim"], k: Float[Array, "keys heads head_dim"], v: Array
+    ) -> Float[Array, "queries heads head_dim"]:
+        softmax_dtype = jnp.promote_types(self.dtype, jnp.float32)  # at least float32
+        scores = jnp.einsum("qhd,khd->hqk", q, k, preferred_element_type=softmax_dtype) / math.sqrt(q.shape[-1])
+        weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+        return jnp.einsum("hqk,khd->qhd", weights, v)
 
     def __call__(self, x: Float[Array, "channels height width"]) -> Float[Array, "channels height width"]:
         channels, height, width = x.shape
@@ -112,10 +129,16 @@ class AttentionBlock(eqx.Module):
         q, k, v = (
             proj(tokens).reshape(height * width, self.heads, head_dim) for proj in (self.to_q, self.to_k, self.to_v)
         )
-        scores = jnp.einsum("qhd,khd->hqk", q, k, preferred_element_type=jnp.float32) / math.sqrt(head_dim)
-        weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        attended = jnp.einsum("hqk,khd->qhd", weights, v).reshape(height * width, channels)
-        out = self.to_out[0](attended).T.reshape(channels, height, width)
+        k, v = gather_bands(k), gather_bands(v)  # spatial sharding: every band attends to the whole image
+        if self.query_chunk_size is None or q.shape[0] <= self.query_chunk_size:
+            attended = self._attend(q, k, v)
+        else:
+            # Memory-efficient path: query chunks run one after another, so the float32 scores are
+            # (heads, query_chunk_size, keys), never (heads, tokens, tokens).
+            attended = jax.lax.map(
+                lambda query: self._attend(query[None], k, v)[0], q, batch_size=self.query_chunk_size
+            )
+        out = self.to_out[0](attended.reshape(height * width, channels)).T.reshape(channels, height, width)
         return out + x.astype(self.dtype)
 
 

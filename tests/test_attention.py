@@ -1,0 +1,40 @@
+"""The memory-efficient (query-chunked) attention path equals the plain one and never builds tokens x tokens."""
+
+import jax
+import numpy as np
+import pytest
+from helpers import random_images
+
+import eqx_vae
+
+
+def _block(query_chunk_size, heads=1, channels=32):
+    return eqx_vae.AttentionBlock(
+        channels, groups=8, heads=heads, query_chunk_size=query_chunk_size, key=jax.random.key(1)
+    )
+
+
+@pytest.mark.parametrize("heads, chunk", [(1, 16), (2, 7)])
+def test_chunked_equals_plain(heads, chunk):
+    x = random_images((32, 8, 10), seed=2)  # 80 tokens: several chunks and a remainder
+    plain = _block(None, heads)(x)
+    chunked = _block(chunk, heads)(x)
+    np.testing.assert_allclose(chunked, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_attention_bounds_memory():
+    x = random_images((32, 64, 64), seed=3)  # 4096 tokens: a float32 score matrix would take 64 MiB
+    full_scores_bytes = 4096 * 4096 * 4
+
+    def temp_bytes(block):
+        return jax.jit(lambda b, y: b(y)).lower(block, x).compile().memory_analysis().temp_size_in_bytes
+
+    chunked, plain = _block(256), _block(None)
+    assert temp_bytes(chunked) < full_scores_bytes / 2
+    assert temp_bytes(plain) >= full_scores_bytes
+    np.testing.assert_allclose(chunked(x), plain(x), rtol=1e-5, atol=1e-5)
+
+
+def test_models_chunk_by_default():
+    block = eqx_vae.AttentionBlock(32, groups=8, key=jax.random.key(0))
+    assert block.query_chunk_size == 1024  # 128x128 latents (1024x1024 images, 16384 tokens) run in 16 chunks
