@@ -56,7 +56,7 @@ PRESET_NAMES = tuple(PRESETS)
 
 
 def preset_config(name: str, **overrides: Any) -> AutoencoderKLConfig:
-    """The config of a published VAE, e.g. `preset_config("sdxl")` or `preset_config("flux-1", dtype="bfloat16")`.
+    """The config of a published VAE, e.g. `preset_config("sdxl")` or `preset_config("flux-1", param_dtype="bfloat16")`.
 
     Names: sd-1.x, sd-vae-ft-mse, sd-2, sdxl, sd3, flux-1, playground-v2.5.
     """
