@@ -115,19 +115,19 @@ def check_latents(model: AutoencoderKL, latents) -> None:
     )
 
 
-def _batch_keys(key: PRNGKeyArray | None, batch: int) -> PRNGKeyArray | None:
+def _batch_keys(key: PRNGKeyArray | None, batch: int) -> Array | None:
     return None if key is None else jax.random.split(key, batch)
 
 
 @eqx.filter_jit
-def _encode(model: AutoencoderKL, images: Array, dropout_keys: PRNGKeyArray | None) -> DiagonalGaussianDistribution:
+def _encode(model: AutoencoderKL, images: Array, dropout_keys: Array | None) -> DiagonalGaussianDistribution:
     if dropout_keys is None:
         return jax.vmap(lambda x: model.encode(x))(images)
     return jax.vmap(lambda x, k: model.encode(x, key=k))(images, dropout_keys)
 
 
 @eqx.filter_jit
-def _decode(model: AutoencoderKL, latents: Array, dropout_keys: PRNGKeyArray | None) -> Array:
+def _decode(model: AutoencoderKL, latents: Array, dropout_keys: Array | None) -> Array:
     if dropout_keys is None:
         return jax.vmap(lambda z: model.decode(z))(latents)
     return jax.vmap(lambda z, k: model.decode(z, key=k))(latents, dropout_keys)
@@ -135,7 +135,7 @@ def _decode(model: AutoencoderKL, latents: Array, dropout_keys: PRNGKeyArray | N
 
 @eqx.filter_jit
 def _reconstruct(
-    model: AutoencoderKL, images: Array, sample_keys: PRNGKeyArray | None, dropout_keys: PRNGKeyArray | None
+    model: AutoencoderKL, images: Array, sample_keys: Array | None, dropout_keys: Array | None
 ) -> Array:
     def one(x, sample_key, dropout_key):
         return model(x, sample_posterior=sample_key is not None, key=sample_key, dropout_key=dropout_key)
