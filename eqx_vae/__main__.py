@@ -1,0 +1,8 @@
+"""`python -m eqx_vae ...` runs the `eqx-vae` command line."""
+
+import sys
+
+from ._cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

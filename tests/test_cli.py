@@ -1,0 +1,227 @@
+"""The `eqx-vae` command line on tiny inputs: every subcommand, and the refusals (bad paths, unreadable files,
+existing outputs) that must give one clear line, a non-zero exit and no writes."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from helpers import tiny_config, tree_allclose
+
+import eqx_vae
+from eqx_vae._cli import main
+from eqx_vae._default import default_model_path
+
+PIL = pytest.importorskip("PIL.Image")
+SIZE = 16  # every test image pads to 16x16, so all CLI calls share one compiled encode and decode
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A two-level (2x downsampling) random model: compiles in seconds."""
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    config = tiny_config(block_out_channels=(8, 8), norm_num_groups=4, sample_size=SIZE)
+    eqx_vae.save_pretrained(eqx_vae.AutoencoderKL(config, key=jax.random.key(0)), path)
+    return str(path)
+
+
+@pytest.fixture
+def images(tmp_path):
+    """RGB 16x16, greyscale 16x16 and RGBA 15x15 (an odd size, padded to 16x16 inside the CLI)."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    PIL.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(folder / "rgb.png")
+    PIL.fromarray(rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8)).save(folder / "grey.png")
+    PIL.fromarray(rng.integers(0, 256, (15, 15, 4), dtype=np.uint8)).save(folder / "rgba.png")
+    return folder
+
+
+def run(capsys, *argv):
+    status = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def assert_clean_failure(status, err, *fragments):
+    assert status != 0
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("eqx-vae: error:"), err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_reconstruct_folder(capsys, model_dir, images, tmp_path):
+    out = tmp_path / "out"
+    status, stdout, _ = run(capsys, "reconstruct", images, "-o", out, "--model", model_dir, "--side-by-side")
+    assert status == 0
+    for name, size in (("rgb", (SIZE, SIZE)), ("grey", (SIZE, SIZE)), ("rgba", (15, 15))):
+        with PIL.open(out / f"{name}.png") as image:
+            assert image.mode == "RGB" and image.size == size
+        with PIL.open(out / f"{name}_side_by_side.png") as image:
+            assert image.size == (2 * size[0] + 4, size[1])
+    assert stdout.count("PSNR") == 4  # three images and the mean
+    assert not [n for n in os.listdir(out) if n.startswith(".tmp")]
+
+
+def test_reconstruct_psnr_matches_skimage(capsys, model_dir, images, tmp_path):
+    metrics = pytest.importorskip("skimage.metrics")
+    out = tmp_path / "one.png"
+    status, stdout, _ = run(capsys, "reconstruct", images / "rgb.png", "-o", out, "--model", model_dir)
+    assert status == 0
+    printed = float(stdout.split("PSNR")[1].split("dB")[0])
+    reference = metrics.peak_signal_noise_ratio(np.asarray(PIL.open(images / "rgb.png")), np.asarray(PIL.open(out)))
+    assert printed == pytest.approx(reference, abs=0.01)
+
+
+def test_encode_decode_round_trip(capsys, model_dir, images, tmp_path):
+    latents = tmp_path / "latents"
+    status, _, _ = run(capsys, "encode", images, "-o", latents, "--model", model_dir)
+    assert status == 0
+    from safetensors.numpy import load_file
+
+    assert load_file(latents / "rgba.safetensors")["latents"].shape == (1, 4, 8, 8)
+    decoded = tmp_path / "decoded"
+    status, _, _ = run(capsys, "decode", latents, "-o", decoded, "--model", model_dir)
+    assert status == 0
+    with PIL.open(decoded / "rgba.png") as image:  # cropped back to the original size from the metadata
+        assert image.size == (15, 15)
+    # the decoded latents are the reconstruction
+    run(capsys, "reconstruct", images / "rgb.png", "-o", tmp_path / "rec.png", "--model", model_dir)
+    np.testing.assert_array_equal(np.asarray(PIL.open(decoded / "rgb.png")), np.asarray(PIL.open(tmp_path / "rec.png")))
+
+
+def test_encode_stacked_npy_and_safetensors(capsys, model_dir, images, tmp_path):
+    inputs = [images / "rgb.png", images / "grey.png"]
+    status, _, _ = run(capsys, "encode", *inputs, "-o", tmp_path / "both.npy", "--model", model_dir)
+    assert status == 0
+    assert np.load(tmp_path / "both.npy").shape == (2, 4, 8, 8)
+    status, _, _ = run(capsys, "encode", *inputs, "-o", tmp_path / "both.safetensors", "--model", model_dir)
+    assert status == 0
+    status, _, _ = run(capsys, "decode", tmp_path / "both.safetensors", "-o", tmp_path / "out", "--model", model_dir)
+    assert status == 0
+    assert sorted(os.listdir(tmp_path / "out")) == ["grey.png", "rgb.png"]
+    status, _, _ = run(capsys, "decode", tmp_path / "both.npy", "-o", tmp_path / "npy", "--model", model_dir)
+    assert status == 0
+    assert sorted(os.listdir(tmp_path / "npy")) == ["both_0.png", "both_1.png"]
+    status, _, err = run(capsys, "encode", images, "-o", tmp_path / "all.npy", "--model", model_dir)
+    assert_clean_failure(status, err, "differ in size")
+
+
+def test_convert_and_info(capsys, model_dir, tmp_path):
+    destination = tmp_path / "converted"
+    status, _, _ = run(capsys, "convert", model_dir, destination, "--dtype", "float16")
+    assert status == 0
+    original = eqx_vae.from_pretrained(model_dir)
+    converted = eqx_vae.from_pretrained(destination, dtype="float32")
+    assert tree_allclose(original, converted, rtol=1e-3, atol=1e-3)
+    status, stdout, _ = run(capsys, "info", destination, "--json")
+    assert status == 0
+    report = json.loads(stdout)
+    assert report["stored_dtypes"] == {"diffusion_pytorch_model.safetensors": ["F16"]}
+    assert report["config"]["block_out_channels"] == [8, 8]
+    torch = pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    del torch
+    reference = diffusers.AutoencoderKL.from_pretrained(model_dir)
+    assert report["parameters"] == sum(p.numel() for p in reference.parameters())
+    status, stdout, _ = run(capsys, "info", model_dir)
+    assert status == 0 and "parameters:" in stdout
+
+
+def test_missing_paths(capsys, model_dir, tmp_path):
+    for argv in (
+        ("reconstruct", tmp_path / "nope.png", "-o", tmp_path / "out", "--model", model_dir),
+        ("encode", tmp_path / "nope", "-o", tmp_path / "out", "--model", model_dir),
+        ("decode", tmp_path / "nope.npy", "-o", tmp_path / "out", "--model", model_dir),
+        ("info", tmp_path / "nope"),
+        ("convert", tmp_path / "nope", tmp_path / "dst"),
+    ):
+        status, _, err = run(capsys, *argv)
+        assert_clean_failure(status, err, "nope")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "dst").exists()
+    (tmp_path / "empty").mkdir()
+    status, _, err = run(capsys, "reconstruct", tmp_path / "empty", "-o", tmp_path / "out", "--model", model_dir)
+    assert_clean_failure(status, err, "no image files")
+
+
+def test_bad_model_path(capsys, images, tmp_path):
+    status, _, err = run(capsys, "reconstruct", images, "-o", tmp_path / "out", "--model", tmp_path / "no_model")
+    assert_clean_failure(status, err, "no_model")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_files(capsys, model_dir, images, tmp_path):
+    (images / "broken.png").write_bytes(b"\x89PNG this is not an image")
+    status, _, err = run(capsys, "reconstruct", images, "-o", tmp_path / "out", "--model", model_dir)
+    assert_clean_failure(status, err, "broken.png", "not a readable image")
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    status, _, err = run(capsys, "decode", tmp_path / "bad.safetensors", "-o", tmp_path / "dec", "--model", model_dir)
+    assert_clean_failure(status, err, "bad.safetensors")
+    np.save(tmp_path / "wrong.npy", np.zeros((2, 3), np.float32))
+    status, _, err = run(capsys, "decode", tmp_path / "wrong.npy", "-o", tmp_path / "dec", "--model", model_dir)
+    assert_clean_failure(status, err, "wrong.npy", "shape")
+    status, _, err = run(capsys, "info", images / "broken.png")
+    assert_clean_failure(status, err, "broken.png")
+
+
+def test_existing_outputs_are_not_overwritten(capsys, model_dir, images, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "grey.png").write_bytes(b"precious")
+    status, _, err = run(capsys, "reconstruct", images, "-o", out, "--model", model_dir)
+    assert_clean_failure(status, err, "already exists", "grey.png", "--overwrite")
+    assert (out / "grey.png").read_bytes() == b"precious"
+    assert os.listdir(out) == ["grey.png"]  # nothing else written either
+    (tmp_path / "lat.npy").write_bytes(b"precious")
+    status, _, err = run(capsys, "encode", images / "rgb.png", "-o", tmp_path / "lat.npy", "--model", model_dir)
+    assert_clean_failure(status, err, "already exists")
+    assert (tmp_path / "lat.npy").read_bytes() == b"precious"
+    destination = tmp_path / "dst"
+    shutil.copytree(model_dir, destination)
+    before = (destination / "config.json").read_bytes()
+    status, _, err = run(capsys, "convert", model_dir, destination)
+    assert_clean_failure(status, err, "already exists")
+    assert (destination / "config.json").read_bytes() == before
+    status, _, _ = run(capsys, "reconstruct", images, "-o", out, "--model", model_dir, "--overwrite")
+    assert status == 0
+    assert (out / "grey.png").read_bytes() != b"precious"
+
+
+def test_usage_errors_exit_non_zero(capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["reconstruct"])  # no -o
+    assert raised.value.code == 2
+    with pytest.raises(SystemExit) as raised:
+        main(["reconstruct", "x.png", "-o", "out", "--dtype", "int8"])
+    assert raised.value.code == 2
+    capsys.readouterr()
+
+
+def test_tile_option(capsys, model_dir, images, tmp_path):
+    if not hasattr(eqx_vae, "tiled_decode"):
+        pytest.skip("this version has no tiled_encode / tiled_decode")
+    status, stdout, _ = run(
+        capsys, "reconstruct", images / "rgb.png", "-o", tmp_path / "t.png", "--model", model_dir, "--tile", 12
+    )
+    assert status == 0 and "PSNR" in stdout
+
+
+def test_python_dash_m_and_default_model(tmp_path):
+    """`python -m eqx_vae` with the shipped model, in a fresh process: the command the README shows."""
+    if not os.path.isfile(os.path.join(default_model_path(), "config.json")):
+        pytest.skip("the default model has not been trained into this checkout")
+    result = subprocess.run(
+        [sys.executable, "-m", "eqx_vae", "reconstruct", "--sample", "-o", str(tmp_path), "--side-by-side"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "PSNR" in result.stdout
+    assert sorted(os.listdir(tmp_path)) == ["astronaut.png", "astronaut_side_by_side.png"]

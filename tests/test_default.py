@@ -1,0 +1,78 @@
+"""The default model that ships in the package: loads offline, is small, and reconstructs a held-out picture better
+than the obvious baseline at the same 8x downsampling (bicubic down- and up-sampling of the same picture)."""
+
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import eqx_vae
+from eqx_vae._default import default_model_path, sample_image_path
+from eqx_vae._images import psnr, read_image
+
+PIL = pytest.importorskip("PIL.Image")
+
+pytestmark = pytest.mark.skipif(
+    not os.path.isfile(os.path.join(default_model_path(), "config.json")), reason="no default model in this checkout"
+)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return eqx_vae.load_default()
+
+
+def bicubic_round_trip(path: str, factor: int) -> np.ndarray:
+    """The picture shrunk `factor` times and enlarged back with bicubic filtering, as a (3, h, w) array in [-1, 1]."""
+    with PIL.open(path) as image:
+        image = image.convert("RGB")
+        small = image.resize((image.width // factor, image.height // factor), PIL.BICUBIC)
+        back = small.resize(image.size, PIL.BICUBIC)
+    return np.asarray(back, np.float32).transpose(2, 0, 1) / 127.5 - 1.0
+
+
+def test_default_model_is_small_and_sd_shaped(model):
+    config = model.config
+    assert config.downsampling_factor == 8
+    assert config.latent_channels == 4
+    assert config.in_channels == config.out_channels == 3
+    assert model.config.param_dtype == "float32"  # stored in float16, loaded as float32
+    on_disk = sum(os.path.getsize(os.path.join(default_model_path(), n)) for n in os.listdir(default_model_path()))
+    assert on_disk < 10 * 2**20
+
+
+def test_sample_image_was_held_out():
+    with open(os.path.join(default_model_path(), "training.json"), encoding="utf-8") as file:
+        training = json.load(file)
+    assert os.path.basename(sample_image_path()) in training["held_out"]
+    assert os.path.basename(sample_image_path()) not in training["train_files"]
+
+
+def test_reconstructs_held_out_image_better_than_bicubic(model):
+    image = read_image(sample_image_path())
+    reconstruction = np.asarray(eqx_vae.reconstruct(model, jnp.asarray(image[None]))[0])
+    baseline = bicubic_round_trip(sample_image_path(), model.config.downsampling_factor)
+    ours, theirs = psnr(image, reconstruction), psnr(image, baseline)
+    assert ours > theirs, f"default model PSNR {ours:.2f} dB <= bicubic 8x round trip {theirs:.2f} dB"
+
+
+def test_load_default_dtype():
+    model = eqx_vae.load_default(dtype="bfloat16")
+    assert model.config.param_dtype == "bfloat16" and model.config.dtype == "bfloat16"
+    assert model.encoder.conv_in.weight.dtype == jnp.bfloat16
+
+
+def test_default_folder_loads_in_diffusers(tmp_path):
+    """The shipped folder is a real diffusers checkpoint: diffusers loads it and agrees with us."""
+    torch = pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    from helpers import assert_close_to_reference
+
+    reference = diffusers.AutoencoderKL.from_pretrained(default_model_path(), torch_dtype=torch.float32).eval()
+    image = read_image(sample_image_path())[:, :64, :64]
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(image[None].copy())).sample.numpy()
+    ours = eqx_vae.reconstruct(eqx_vae.load_default(), jnp.asarray(image[None]))
+    assert_close_to_reference(ours, expected, tol=1e-4, what="default model reconstruction vs diffusers")
