@@ -19,8 +19,10 @@ from ._checkpoint import (
 )
 from ._config import AutoencoderKLConfig as AutoencoderKLConfig
 from ._decoder import Decoder as Decoder
+from ._default import load_default as load_default, sample_image_path as sample_image_path
 from ._distribution import DiagonalGaussianDistribution as DiagonalGaussianDistribution
 from ._encoder import Encoder as Encoder
+from ._images import read_image as read_image, write_image as write_image
 from ._layers import (
     AttentionBlock as AttentionBlock,
     Downsample2D as Downsample2D,
