@@ -4,9 +4,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._blocks import split_optional
+from ._custom_types import ImageBatch, LatentBatch
 from ._config import AutoencoderKLConfig
 from ._decoder import Decoder
 from ._distribution import DiagonalGaussianDistribution
@@ -120,14 +122,14 @@ def _batch_keys(key: PRNGKeyArray | None, batch: int) -> Array | None:
 
 
 @eqx.filter_jit
-def _encode(model: AutoencoderKL, images: Array, dropout_keys: Array | None) -> DiagonalGaussianDistribution:
+def _encode(model: AutoencoderKL, images: ImageBatch, dropout_keys: Array | None) -> DiagonalGaussianDistribution:
     if dropout_keys is None:
         return jax.vmap(lambda x: model.encode(x))(images)
     return jax.vmap(lambda x, k: model.encode(x, key=k))(images, dropout_keys)
 
 
 @eqx.filter_jit
-def _decode(model: AutoencoderKL, latents: Array, dropout_keys: Array | None) -> Array:
+def _decode(model: AutoencoderKL, latents: LatentBatch, dropout_keys: Array | None) -> ImageBatch:
     if dropout_keys is None:
         return jax.vmap(lambda z: model.decode(z))(latents)
     return jax.vmap(lambda z, k: model.decode(z, key=k))(latents, dropout_keys)
@@ -135,8 +137,8 @@ def _decode(model: AutoencoderKL, latents: Array, dropout_keys: Array | None) ->
 
 @eqx.filter_jit
 def _reconstruct(
-    model: AutoencoderKL, images: Array, sample_keys: Array | None, dropout_keys: Array | None
-) -> Array:
+    model: AutoencoderKL, images: ImageBatch, sample_keys: Array | None, dropout_keys: Array | None
+) -> ImageBatch:
     def one(x, sample_key, dropout_key):
         return model(x, sample_posterior=sample_key is not None, key=sample_key, dropout_key=dropout_key)
 
@@ -146,12 +148,15 @@ def _reconstruct(
 
 def encode(
     model: AutoencoderKL,
-    images: Float[Array, "batch in_channels height width"],
+    images: ArrayLike,
     *,
     key: PRNGKeyArray | None = None,
     deterministic: bool = True,
 ) -> DiagonalGaussianDistribution:
-    """Encodes a batch of NCHW images to their latent posterior (batched mean and logvar).
+    """Encodes a batch of images `(batch, in_channels, height, width)` to their latent posterior.
+
+    The posterior's mean and logvar are `(batch, latent_channels, height / f, width / f)` with f the downsampling
+    factor. Inputs are validated here, with a ValueError naming the problem, before anything is traced.
 
     `deterministic=False` with a `key` turns dropout on (training); the SD VAEs have no dropout, so the default is
     exact inference. To draw latents use `posterior.sample(key)`; `posterior.mode()` is the mean.
@@ -162,25 +167,29 @@ def encode(
 
 def decode(
     model: AutoencoderKL,
-    latents: Float[Array, "batch latent_channels latent_height latent_width"],
+    latents: ArrayLike,
     *,
     key: PRNGKeyArray | None = None,
     deterministic: bool = True,
 ) -> Float[Array, "batch out_channels height width"]:
-    """Decodes a batch of NCHW latents (unscaled: divide diffusion latents by the scaling factor first)."""
+    """Decodes latents `(batch, latent_channels, h, w)` to images `(batch, out_channels, h * f, w * f)`.
+
+    Latents are the VAE's own (unscaled): undo the diffusion model's scaling first.
+    """
     check_latents(model, latents)
     return _decode(model, latents, None if deterministic else _batch_keys(key, latents.shape[0]))
 
 
 def reconstruct(
     model: AutoencoderKL,
-    images: Float[Array, "batch in_channels height width"],
+    images: ArrayLike,
     *,
     sample_posterior: bool = False,
     key: PRNGKeyArray | None = None,
     dropout_key: PRNGKeyArray | None = None,
 ) -> Float[Array, "batch out_channels out_height out_width"]:
-    """The full forward pass (diffusers' `AutoencoderKL.forward`): encode, mode or sample, decode."""
+    """The full forward pass (diffusers' `AutoencoderKL.forward`) on `(batch, in_channels, height, width)` images:
+    encode, take the mode (or a sample drawn with `key` when `sample_posterior`), decode."""
     check_images(model, images)
     if sample_posterior and key is None:
         raise ValueError("sample_posterior=True needs a PRNG key: pass key=jax.random.key(...)")

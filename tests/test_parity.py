@@ -86,3 +86,20 @@ def test_sizes_follow_diffusers():
             expected_shape = tuple(reference.encode(to_torch(images)).latent_dist.mean.shape)
         assert tuple(eqx_vae.encode(ours_dir_free, images).mean.shape) == expected_shape
     assert np.isfinite(np.asarray(eqx_vae.encode(ours_dir_free, images).mean)).all()
+
+
+def test_saved_model_loads_in_diffusers_with_the_same_outputs(tmp_path):
+    """Our own random init -> save_pretrained -> diffusers.AutoencoderKL.from_pretrained: same outputs."""
+    import diffusers
+    import jax
+
+    config = tiny_config(layers_per_block=2, latent_channels=8)
+    ours = eqx_vae.AutoencoderKL(config, key=jax.random.key(3))
+    eqx_vae.save_pretrained(ours, tmp_path)
+    theirs = diffusers.AutoencoderKL.from_pretrained(tmp_path).eval()
+    images = random_images((1, 3, 24, 16), seed=4)
+    with torch.no_grad():
+        expected = theirs(to_torch(images)).sample.numpy()
+        expected_mean = theirs.encode(to_torch(images)).latent_dist.mean.numpy()
+    assert_close_to_reference(eqx_vae.reconstruct(ours, images), expected, what="forward after save")
+    assert_close_to_reference(eqx_vae.encode(ours, images).mean, expected_mean, what="mean after save")
