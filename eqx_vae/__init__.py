@@ -39,6 +39,12 @@ from ._precision import (
     with_compute_dtype as with_compute_dtype,
     with_config as with_config,
 )
+from ._sharding import (
+    data_parallel_decode as data_parallel_decode,
+    data_parallel_encode as data_parallel_encode,
+    spatial_decode as spatial_decode,
+    spatial_encode as spatial_encode,
+)
 from ._slicing import sliced_decode as sliced_decode, sliced_encode as sliced_encode
 from ._tiling import tiled_decode as tiled_decode, tiled_encode as tiled_encode
 

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._sharding_context import halo_pad, mean_over_bands
+
 _ACTIVATIONS = {
     "silu": jax.nn.silu,
     "swish": jax.nn.silu,
@@ -63,11 +65,12 @@ class Conv2d(eqx.Module):
     def __call__(
         self, x: Float[Array, "in_channels height width"]
     ) -> Float[Array, "out_channels out_height out_width"]:
+        x, padding = halo_pad(x, self.padding)  # spatial sharding hook (issue 4): neighbours' rows replace zero rows
         out = jax.lax.conv_general_dilated(
             x.astype(self.dtype)[None],
             self.weight.astype(self.dtype),
             window_strides=(self.stride, self.stride),
-            padding=self.padding,
+            padding=padding,
             dimension_numbers=("NCHW", "OIHW", "NCHW"),
         )[0]
         return out + self.bias.astype(self.dtype)[:, None, None]
@@ -102,7 +105,7 @@ class Linear(eqx.Module):
 
 
 class GroupNorm(eqx.Module):
-    """GroupNorm over `(channels, *spatial)`, with statistics always computed in float32.
+    """GroupNorm over `(channels, *spatial)`, with statistics computed in at least float32.
 
     Follows `torch.nn.GroupNorm`: biased variance, per-channel affine. The epsilon must be given: the SD VAE uses 1e-6.
     """
@@ -133,10 +136,12 @@ class GroupNorm(eqx.Module):
 
     def __call__(self, x: Float[Array, "channels *spatial"]) -> Float[Array, "channels *spatial"]:
         channels = x.shape[0]
-        grouped = x.astype(jnp.float32).reshape(self.groups, -1)
-        mean = grouped.mean(axis=1, keepdims=True)
-        var = jnp.square(grouped - mean).mean(axis=1, keepdims=True)
+        stats_dtype = jnp.promote_types(self.dtype, jnp.float32)  # at least float32
+        grouped = x.astype(stats_dtype).reshape(self.groups, -1)
+        # mean_over_bands: spatial sharding hook (issue 4), averages statistics over all bands; identity otherwise.
+        mean = mean_over_bands(grouped.mean(axis=1, keepdims=True))
+        var = mean_over_bands(jnp.square(grouped - mean).mean(axis=1, keepdims=True))
         normed = ((grouped - mean) * jax.lax.rsqrt(var + self.eps)).reshape(x.shape)
-        scale = self.weight.astype(jnp.float32).reshape((channels,) + (1,) * (x.ndim - 1))
-        shift = self.bias.astype(jnp.float32).reshape((channels,) + (1,) * (x.ndim - 1))
+        scale = self.weight.astype(stats_dtype).reshape((channels,) + (1,) * (x.ndim - 1))
+        shift = self.bias.astype(stats_dtype).reshape((channels,) + (1,) * (x.ndim - 1))
         return (normed * scale + shift).astype(self.dtype)

@@ -66,7 +66,7 @@ def mean_over_bands(local_mean: Array) -> Array:
     return local_mean if context is None else jax.lax.pmean(local_mean, context[0])
 
 
-def gather_bands(tokens: Float[Array, "tokens *rest"]) -> Float[Array, "all_tokens *rest"]:
+def gather_bands(tokens: Float[Array, "tokens heads head_dim"]) -> Float[Array, "all_tokens heads head_dim"]:
     """Attention hook: one band's tokens (row-major) -> the whole image's tokens, in row-major order."""
     context = _SPATIAL_AXIS.get()
     return tokens if context is None else jax.lax.all_gather(tokens, context[0], axis=0, tiled=True)
