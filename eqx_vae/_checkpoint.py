@@ -25,12 +25,24 @@ from ._presets import family_from_names, infer_config_from_shapes, preset_config
 from ._safetensors import SafetensorsFile, write_safetensors
 from ._state_dict import (
     TensorSource,
-    check_state_dict as check_state_dict,
-    model_to_state_dict as model_to_state_dict,
-    named_parameters as named_parameters,
-    normalise_diffusers_name as normalise_diffusers_name,
-    skeleton as skeleton,
     source_to_model,
+)
+from ._state_dict import (
+    check_state_dict as check_state_dict,
+)
+from ._state_dict import (
+    model_to_state_dict as model_to_state_dict,
+)
+from ._state_dict import (
+    named_parameters as named_parameters,
+)
+from ._state_dict import (
+    normalise_diffusers_name as normalise_diffusers_name,
+)
+from ._state_dict import (
+    skeleton as skeleton,
+)
+from ._state_dict import (
     state_dict_to_model as state_dict_to_model,
 )
 

@@ -44,7 +44,7 @@ def vae_prefix(names) -> str:
 
 
 def vae_names(names, prefix: str) -> dict[str, str]:
-    """The VAE's keys without the prefix -> the key in the file. Other models' keys (UNet, text encoder) are left out."""
+    """The VAE's keys without the prefix -> the key in the file; other models' keys (UNet, text encoder) are dropped."""
     out = {}
     for name in names:
         if name.startswith(prefix):
@@ -80,7 +80,8 @@ def ldm_to_diffusers_name(name: str, levels: int) -> str | None:
         return f"{part}.mid_block.resnets.{int(m.group(1)) - 1}.{_RESNET_TO_DIFFUSERS[m.group(2)]}.{param}"
     if (m := re.fullmatch(r"mid\.attn_1\.(\w+)", body)) and m.group(1) in _ATTENTION_TO_DIFFUSERS:
         return f"{part}.mid_block.attentions.0.{_ATTENTION_TO_DIFFUSERS[m.group(1)]}.{param}"
-    kind, sampler, blocks = ("down", "downsample", "down_blocks") if part == "encoder" else ("up", "upsample", "up_blocks")
+    encoder = part == "encoder"
+    kind, sampler, blocks = ("down", "downsample", "down_blocks") if encoder else ("up", "upsample", "up_blocks")
     if (m := re.fullmatch(rf"{kind}\.(\d+)\.block\.(\d+)\.(\w+)", body)) and m.group(3) in _RESNET_TO_DIFFUSERS:
         level = _level(int(m.group(1)), part, levels)
         return f"{part}.{blocks}.{level}.resnets.{m.group(2)}.{_RESNET_TO_DIFFUSERS[m.group(3)]}.{param}"

@@ -46,7 +46,7 @@ class SafetensorsFile:
         with open(self.path, "rb") as file:
             prefix = file.read(8)
             if len(prefix) < 8:
-                raise ValueError(f"{self.path}: truncated safetensors file ({size} bytes, the header length alone is 8)")
+                raise ValueError(f"{self.path}: truncated safetensors file ({size} bytes, less than the 8-byte prefix)")
             (header_length,) = struct.unpack("<Q", prefix)
             if header_length > min(_MAX_HEADER, size - 8):
                 raise ValueError(
@@ -98,7 +98,7 @@ class SafetensorsFile:
 
     def _check_no_overlap(self) -> None:
         spans = sorted((begin, end, name) for name, (_, _, begin, end) in self.entries.items() if end > begin)
-        for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
+        for (_, end, first), (begin, _, second) in zip(spans, spans[1:], strict=False):
             if begin < end:
                 raise ValueError(f"{self.path}: the header lies: tensors {first!r} and {second!r} overlap")
 

@@ -7,9 +7,9 @@ import struct
 
 import numpy as np
 import pytest
+from helpers import random_diffusers_vae, tiny_config
 
 import eqx_vae
-from helpers import random_diffusers_vae, tiny_config
 
 torch = pytest.importorskip("torch")
 
@@ -111,7 +111,8 @@ def test_config_contradicts_weights_shape(bad_dir):
     config = json.loads((bad_dir / "config.json").read_text())
     config["latent_channels"] = 8
     (bad_dir / "config.json").write_text(json.dumps(config))
-    assert_fails(bad_dir, ValueError, r"(?s)the weights do not match the config.*shape mismatch.*decoder.conv_in.weight")
+    pattern = r"(?s)the weights do not match the config.*shape mismatch.*decoder.conv_in.weight"
+    assert_fails(bad_dir, ValueError, pattern)
 
 
 def test_unknown_key_layout(bad_dir):

@@ -7,9 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import random_diffusers_vae, tiny_config
 
 import eqx_vae
-from helpers import random_diffusers_vae, tiny_config
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")

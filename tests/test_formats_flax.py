@@ -10,10 +10,10 @@ import shutil
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_close_to_reference
 
 import eqx_vae
 from eqx_vae._format_flax import read_msgpack
-from helpers import assert_close_to_reference
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "flax")
 FOLDER = os.path.join(FIXTURE, "tiny_vae")

@@ -9,10 +9,10 @@ import os
 
 import numpy as np
 import pytest
+from helpers import assert_close_to_reference, diffusers_kwargs, random_diffusers_vae, random_images, to_torch
 from safetensors.numpy import save_file
 
 import eqx_vae
-from helpers import assert_close_to_reference, diffusers_kwargs, random_diffusers_vae, random_images, to_torch
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -106,7 +106,8 @@ def test_flux_style_file_without_quant_convs(prefix, tmp_path):
     path = tmp_path / "ae.safetensors"
     save_file(eqx_vae.diffusers_to_ldm_state_dict(torch_state(reference), prefix=prefix), str(path))
     ours = eqx_vae.from_pretrained(path)
-    assert (ours.config.latent_channels, ours.config.use_quant_conv, ours.config.use_post_quant_conv) == (16, False, False)
+    config = ours.config
+    assert (config.latent_channels, config.use_quant_conv, config.use_post_quant_conv) == (16, False, False)
     converted = diffusers_converted(path, FLUX_LIKE)
     ours_named = eqx_vae.named_parameters(ours)
     assert set(ours_named) == set(converted.state_dict())

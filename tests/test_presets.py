@@ -3,10 +3,10 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import diffusers_kwargs
 
 import eqx_vae
 from eqx_vae._state_dict import named_parameters, skeleton
-from helpers import diffusers_kwargs
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")

@@ -1,13 +1,13 @@
-"""save_pretrained: diffusers reads what we write, in full or lower precision, and an interrupted save changes nothing."""
+"""save_pretrained: diffusers reads what we write, in full or lower precision; an interrupted save changes nothing."""
 
 import os
 
 import numpy as np
 import pytest
+from helpers import random_diffusers_vae, tiny_config
 
 import eqx_vae
 import eqx_vae._safetensors as safetensors_io
-from helpers import random_diffusers_vae, tiny_config
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")

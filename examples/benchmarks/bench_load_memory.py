@@ -2,11 +2,11 @@
 
 Writes a random SD-size diffusers AutoencoderKL (block_out_channels (128, 256, 512, 512), layers_per_block 2: the
 architecture of sd-vae-ft-mse / SDXL's VAE) to a temporary folder, as a diffusers folder and as an LDM single file,
-then loads each in a fresh subprocess and reports the peak resident set size (VmHWM from /proc/self/status, the
-peak RSS of the process image; `resource.getrusage().ru_maxrss` is inherited from the parent across exec on Linux, so
-it can't be used from a large parent) above the process's peak before loading (after importing everything and warming JAX up). diffusers' own
-`AutoencoderKL.from_pretrained` is measured the same way, for comparison. Target: eqx_vae holds at most about two
-copies of the weights at once.
+then loads each in a fresh subprocess and reports the peak resident set size above the process's peak before
+loading (after importing everything and warming JAX up). The peak is VmHWM from /proc/self/status, the peak RSS of
+the process image: `resource.getrusage().ru_maxrss` is carried over from the parent across exec on Linux, so a child
+of this (large) parent would start at the parent's peak. diffusers' own `AutoencoderKL.from_pretrained` is measured
+the same way, for comparison. Target: eqx_vae holds at most about two copies of the weights at once.
 
     python examples/benchmarks/bench_load_memory.py [--repeats 3]
 """
