@@ -5,9 +5,9 @@ import inspect
 import json
 
 import pytest
+from helpers import tiny_config
 
 import eqx_vae
-from helpers import tiny_config
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -82,7 +82,8 @@ def test_invalid_configs_name_the_problem(changes, message):
     base = dict(block_out_channels=(64,), down_block_types=("DownEncoderBlock2D",),
                 up_block_types=("UpDecoderBlock2D",))
     base.update(changes)
-    if "block_out_channels" in changes and len(changes["block_out_channels"]) == 2 and "down_block_types" not in changes:
+    two_levels = len(changes.get("block_out_channels", ())) == 2
+    if two_levels and "down_block_types" not in changes:
         base["down_block_types"] = ("DownEncoderBlock2D",) * 2
         base["up_block_types"] = ("UpDecoderBlock2D",) * 2
     with pytest.raises(ValueError, match=message):

@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_close_to_reference, to_torch
 
 import eqx_vae
-from helpers import assert_close_to_reference, to_torch
 
 torch = pytest.importorskip("torch")
 vae_module = pytest.importorskip("diffusers.models.autoencoders.vae")

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import safetensors.numpy
+from helpers import tiny_config
 
 import eqx_vae
-from helpers import tiny_config
 
 CONFIG = tiny_config(block_out_channels=(8, 16), norm_num_groups=4)
 
@@ -57,7 +57,8 @@ def test_config_that_does_not_match_the_weights(model, tmp_path):
     message = str(info.value)
     assert "diffusion_pytorch_model.safetensors" in message
     assert "unexpected (2): post_quant_conv.bias, post_quant_conv.weight" in message
-    assert "shape mismatch" in message and "quant_conv.weight: checkpoint (8, 8, 1, 1) vs model (16, 16, 1, 1)" in message
+    assert "shape mismatch" in message
+    assert "quant_conv.weight: checkpoint (8, 8, 1, 1) vs model (16, 16, 1, 1)" in message
     with pytest.raises(ValueError, match=r"unexpected \(20\): decoder.mid_block.attentions.0.group_norm.bias"):
         eqx_vae.from_pretrained(tmp_path, config=CONFIG.replace(mid_block_add_attention=False))
 

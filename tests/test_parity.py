@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from helpers import assert_close_to_reference, random_diffusers_vae, random_images, tiny_config, to_torch
 
 import eqx_vae
-from helpers import assert_close_to_reference, random_diffusers_vae, random_images, tiny_config, to_torch
 
 torch = pytest.importorskip("torch")
 

@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import random_images, tiny_config
 
 import eqx_vae
-from helpers import random_images, tiny_config
 
 CONFIG = tiny_config(block_out_channels=(8, 16), norm_num_groups=4)
 
@@ -45,8 +45,11 @@ def test_grad_matches_finite_differences():
         numeric = (loss_along(step) - loss_along(-step)) / (2 * step)
         analytic = sum(
             jnp.vdot(g, d)
-            for g, d in zip(jax.tree_util.tree_leaves(eqx.filter(grads, eqx.is_inexact_array)),
-                            jax.tree_util.tree_leaves(direction))
+            for g, d in zip(
+                jax.tree_util.tree_leaves(eqx.filter(grads, eqx.is_inexact_array)),
+                jax.tree_util.tree_leaves(direction),
+                strict=True,
+            )
         )
         np.testing.assert_allclose(float(analytic), float(numeric), rtol=1e-6)
 
