@@ -20,9 +20,12 @@ PICKLE_WEIGHTS_NAME = "diffusion_pytorch_model.bin"
 
 
 def variant_name(name: str, variant: str | None) -> str:
-    """`diffusion_pytorch_model.safetensors` -> `diffusion_pytorch_model.fp16.safetensors` for variant `fp16`."""
+    """`diffusion_pytorch_model.safetensors` -> `diffusion_pytorch_model.fp16.safetensors` for variant `fp16`; a shard
+    index `...safetensors.index.json` -> `...safetensors.index.fp16.json`, as diffusers names them."""
     if not variant:
         return name
+    if name.endswith(".index.json"):
+        return f"{name[: -len('.json')]}.{variant}.json"
     stem, _, extension = name.partition(".")
     return f"{stem}.{variant}.{extension}"
 
@@ -64,6 +67,7 @@ def open_model_folder(directory: str, *, variant: str | None = None, allow_pickl
     candidates = [
         (variant_name(WEIGHTS_NAME, variant), open_safetensors),
         (variant_name(INDEX_NAME, variant), open_sharded),
+        (variant_name(WEIGHTS_NAME, variant) + ".index.json", open_sharded),  # older diffusers' variant index name
         (variant_name(FLAX_WEIGHTS_NAME, variant), open_msgpack),
         (variant_name(PICKLE_WEIGHTS_NAME, variant), lambda path: open_pickle(path, allow_pickle=allow_pickle)),
     ]

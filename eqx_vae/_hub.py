@@ -35,8 +35,8 @@ def cached_snapshot(repo_id: str, *, revision: str | None = None, cache_dir: str
         import huggingface_hub
     except ImportError as error:
         raise ImportError(
-            f"loading {repo_id!r} from the Hugging Face cache needs huggingface_hub: pip install \"eqx_vae[hub]\" "
-            "(or pass the path of a local folder)"
+            f"{repo_id!r} is no local path, and loading it as a repo id from the Hugging Face cache needs "
+            "huggingface_hub: pip install \"eqx_vae[hub]\""
         ) from error
     cache = hub_cache_dir(cache_dir)
     folder = os.path.join(cache, "models--" + repo_id.replace("/", "--"))
@@ -46,7 +46,8 @@ def cached_snapshot(repo_id: str, *, revision: str | None = None, cache_dir: str
         )
     except Exception as error:  # LocalEntryNotFoundError, or a broken cache entry
         raise FileNotFoundError(
-            f"{repo_id!r} (revision {revision or 'main'}) is not in the local Hugging Face cache: looked in {folder} "
+            f"{repo_id!r} is no local path, and not in the local Hugging Face cache (revision {revision or 'main'}): "
+            f"looked in {folder} "
             f"(cache {cache}, from cache_dir / HF_HUB_CACHE / HF_HOME). eqx_vae never downloads; fetch it on a "
             f"machine with network access, e.g. `hf download {repo_id}`, or pass a local folder ({error})"
         ) from error

@@ -55,11 +55,15 @@ def test_pipeline_root_with_subfolder(reference, tmp_path):
         eqx_vae.from_pretrained(tmp_path)
 
 
-def test_sharded_checkpoint(reference, tmp_path):
-    reference.save_pretrained(tmp_path, max_shard_size="30KB")
-    assert os.path.isfile(tmp_path / "diffusion_pytorch_model.safetensors.index.json")
+@pytest.mark.parametrize("variant", [None, "fp16"])
+def test_sharded_checkpoint(reference, tmp_path, variant):
+    saved = reference if variant is None else random_diffusers_vae(CONFIG, seed=11).half()
+    saved.save_pretrained(tmp_path, max_shard_size="30KB", variant=variant)
+    index = "diffusion_pytorch_model.safetensors.index" + (f".{variant}" if variant else "") + ".json"
+    assert os.path.isfile(tmp_path / index)
     assert len([f for f in os.listdir(tmp_path) if f.endswith(".safetensors")]) > 2
-    assert_same_weights(eqx_vae.from_pretrained(tmp_path), reference)
+    model = eqx_vae.from_pretrained(tmp_path, variant=variant)
+    assert_same_weights(model, reference, dtype=None if variant is None else torch.float16)
 
 
 @pytest.mark.parametrize(("variant", "torch_dtype"), [("fp16", "float16"), ("bf16", "bfloat16")])
@@ -126,7 +130,8 @@ def test_repo_id_from_local_hub_cache(reference, model_dir, tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert_same_weights(eqx_vae.from_pretrained("org/tiny-pipeline", subfolder="vae"), reference)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
-    with pytest.raises(FileNotFoundError, match=r"'org/tiny-pipeline'.*not in the local Hugging Face cache.*elsewhere"):
+    missing = r"'org/tiny-pipeline' is no local path, and not in the local Hugging Face cache.*looked in .*elsewhere"
+    with pytest.raises(FileNotFoundError, match=missing):
         eqx_vae.from_pretrained("org/tiny-pipeline", subfolder="vae")
     assert_same_weights(
         eqx_vae.from_pretrained("org/tiny-pipeline", subfolder="vae", cache_dir=tmp_path / "home" / "hub"), reference
