@@ -159,8 +159,8 @@ def save_pretrained(
     weights in a lower precision; `variant="fp16"` names the file `diffusion_pytorch_model.fp16.safetensors`.
     """
     directory = os.fspath(path)
+    tensors = model_to_state_dict(model, dtype)  # fails on a bad dtype before anything touches the disk
     os.makedirs(directory, exist_ok=True)
-    tensors = model_to_state_dict(model, dtype)
     with atomic_path(os.path.join(directory, variant_name(WEIGHTS_NAME, variant))) as weights_tmp:
         with atomic_path(os.path.join(directory, CONFIG_NAME)) as config_tmp:
             write_safetensors(weights_tmp, tensors, metadata={"format": "pt"})
