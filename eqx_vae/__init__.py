@@ -17,6 +17,7 @@ from ._checkpoint import (
     named_parameters as named_parameters,
     save_pretrained as save_pretrained,
 )
+from ._compile_cache import enable_compilation_cache as enable_compilation_cache
 from ._config import AutoencoderKLConfig as AutoencoderKLConfig
 from ._decoder import Decoder as Decoder
 from ._default import load_default as load_default, sample_image_path as sample_image_path

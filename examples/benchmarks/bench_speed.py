@@ -1,0 +1,274 @@
+"""Speed, compile time, memory and agreement of eqx_vae against diffusers' PyTorch AutoencoderKL on this CPU.
+
+One random diffusers AutoencoderKL with the Stable Diffusion VAE's shape (block_out_channels (128, 256, 512, 512),
+layers_per_block 2, latent 4, 32 norm groups) is saved with `save_pretrained` and loaded with
+`eqx_vae.from_pretrained`, so both frameworks run the same weights on the same input (batch 1).
+
+Timing: runs are interleaved pair by pair (ours, torch, ours, torch, ...), the ratio ours/torch is computed per pair,
+and the table reports medians. The first eqx_vae call (trace + compile + run) is reported on its own. Peak memory is
+the RSS high-water mark of a fresh subprocess per framework that loads the model and runs the operation once (see
+`bench_speed_memory.py`), plus XLA's own `memory_analysis` of the compiled function.
+
+    python examples/benchmarks/bench_speed.py --sizes 256 --dtypes float32 bfloat16 --out speed.json
+    python examples/benchmarks/plot_speed.py speed.json examples/benchmarks/speed.png
+
+GFLOP per call (multiply-add = 2 FLOP): encode 270.6 and decode 620.0 at 256x256; both scale with the pixel count.
+Needs the `torch` extra: `pip install "eqx_vae[torch]"`.
+"""
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GFLOP_AT_256 = {"encode": 270.6, "decode": 620.0}
+SD_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    act_fn="silu",
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=256,
+)
+
+
+def gflop(op: str, size: int) -> float:
+    return GFLOP_AT_256[op] * (size / 256) ** 2
+
+
+def machine_description() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in lscpu.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "Model name":
+                info["cpu"] = value.strip()
+            if key.strip() == "Flags":
+                flags = value.split()
+                info["isa"] = sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma")))
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return info
+
+
+def build_reference(directory: str, seed: int):
+    """A random SD-size diffusers VAE, saved to `directory`; norms and biases perturbed so none is trivial."""
+    import diffusers
+    import torch
+
+    torch.manual_seed(seed)
+    vae = diffusers.AutoencoderKL(**SD_VAE).eval()
+    with torch.no_grad():
+        for name, param in vae.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                param.copy_(1.0 + 0.2 * torch.randn_like(param))
+            elif name.endswith("bias"):
+                param.add_(0.1 * torch.randn_like(param))
+    vae.save_pretrained(directory)
+    return vae
+
+
+def psnr(test: np.ndarray, reference: np.ndarray) -> float:
+    """PSNR in dB with the reference's dynamic range (max - min) as the peak."""
+    test = np.asarray(test, np.float64)
+    reference = np.asarray(reference, np.float64)
+    mse = float(np.mean((test - reference) ** 2))
+    peak = float(reference.max() - reference.min())
+    return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def measure_memory(framework: str, op: str, size: int, dtype: str, directory: str, fast_cpu: bool) -> dict:
+    """Runs bench_speed_memory.py in a fresh process; returns its JSON (RSS in MiB, XLA memory analysis)."""
+    command = [sys.executable, os.path.join(HERE, "bench_speed_memory.py"), framework, op, str(size), dtype, directory]
+    if fast_cpu:
+        command.append("--fast-cpu")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        return {"error": result.stderr.strip().splitlines()[-1:] or ["failed"]}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def bench_one(args, reference_fp32, directory: str, size: int, dtype: str) -> list[dict]:
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    import eqx_vae
+
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    reference = copy.deepcopy(reference_fp32).to(torch_dtype)  # Module.to is in place
+    ours = eqx_vae.from_pretrained(directory, dtype=dtype)
+    ours_fp32 = ours if dtype == "float32" else eqx_vae.from_pretrained(directory)
+    latent = size // 8
+    rng = np.random.default_rng(size)
+    inputs = {
+        "encode": rng.uniform(-1, 1, (1, 3, size, size)).astype(np.float32),
+        "decode": rng.standard_normal((1, 4, latent, latent)).astype(np.float32),
+    }
+    rows = []
+    for op in args.ops:
+        x_np = inputs[op]
+        x_jax = jnp.asarray(x_np, dtype=dtype)
+        x_torch = torch.from_numpy(x_np).to(torch_dtype)
+        if op == "encode":
+
+            def run_ours(model=ours, x=x_jax):
+                return jax.block_until_ready(eqx_vae.encode(model, x).mean)
+
+            def run_torch(x=x_torch):
+                with torch.inference_mode():
+                    return reference.encode(x).latent_dist.mean
+        else:
+
+            def run_ours(model=ours, x=x_jax):
+                return jax.block_until_ready(eqx_vae.decode(model, x))
+
+            def run_torch(x=x_torch):
+                with torch.inference_mode():
+                    return reference.decode(x).sample
+
+        first_call, out_ours = timed(run_ours)
+        torch_first, out_torch = timed(run_torch)  # warm-up (oneDNN primitive creation)
+        ours_times, torch_times, ratios = [], [], []
+        for _ in range(args.repeats):
+            t_ours, _ = timed(run_ours)
+            t_torch, _ = timed(run_torch)
+            ours_times.append(t_ours)
+            torch_times.append(t_torch)
+            ratios.append(t_ours / t_torch)
+        out_ours = np.asarray(jnp.asarray(out_ours, jnp.float32))
+        out_torch = out_torch.float().numpy()
+        row = dict(
+            op=op,
+            size=size,
+            dtype=dtype,
+            gflop=gflop(op, size),
+            ours_first_call_s=first_call,
+            torch_first_call_s=torch_first,
+            ours_s=statistics.median(ours_times),
+            torch_s=statistics.median(torch_times),
+            ratio=statistics.median(ratios),
+            ours_times_s=ours_times,
+            torch_times_s=torch_times,
+            ratios=ratios,
+            max_abs_diff_vs_torch=float(np.abs(out_ours - out_torch).max()),
+            max_abs_torch=float(np.abs(out_torch).max()),
+        )
+        row["ours_gflops"] = row["gflop"] / row["ours_s"]
+        row["torch_gflops"] = row["gflop"] / row["torch_s"]
+        if dtype != "float32":
+            if op == "encode":
+                fp32 = eqx_vae.encode(ours_fp32, jnp.asarray(x_np)).mean
+            else:
+                fp32 = eqx_vae.decode(ours_fp32, jnp.asarray(x_np))
+            fp32 = np.asarray(fp32)
+            row["ours_psnr_vs_ours_fp32_db"] = psnr(out_ours, fp32)
+            with torch.inference_mode():
+                torch_fp32 = (
+                    reference_fp32.encode(torch.from_numpy(x_np)).latent_dist.mean
+                    if op == "encode"
+                    else reference_fp32.decode(torch.from_numpy(x_np)).sample
+                ).numpy()
+            row["torch_psnr_vs_torch_fp32_db"] = psnr(out_torch, torch_fp32)
+        if args.memory:
+            row["memory_ours"] = measure_memory("ours", op, size, dtype, directory, args.fast_cpu)
+            row["memory_torch"] = measure_memory("torch", op, size, dtype, directory, args.fast_cpu)
+        rows.append(row)
+        print(format_row(row), flush=True)
+    return rows
+
+
+def format_row(row: dict) -> str:
+    memory = ""
+    if "memory_ours" in row:
+        mo, mt = row["memory_ours"], row["memory_torch"]
+        memory = f" | {mo.get('peak_rss_mib', float('nan')):.0f} | {mt.get('peak_rss_mib', float('nan')):.0f}"
+        memory += f" | {mo.get('xla_temp_mib', float('nan')):.0f}"
+    else:
+        memory = " | - | - | -"
+    quality = f"{row['max_abs_diff_vs_torch']:.2e}"
+    if "ours_psnr_vs_ours_fp32_db" in row:
+        quality += f" (PSNR {row['ours_psnr_vs_ours_fp32_db']:.1f} dB; torch {row['torch_psnr_vs_torch_fp32_db']:.1f})"
+    return (
+        f"| {row['op']} | {row['size']} | {row['dtype']} | {row['ours_s']:.3f} | {row['torch_s']:.3f} "
+        f"| **{row['ratio']:.2f}x** | {row['ours_gflops']:.0f} | {row['torch_gflops']:.0f} "
+        f"| {row['ours_first_call_s']:.2f}{memory} | {quality} |"
+    )
+
+
+HEADER = (
+    "| op | size | dtype | eqx_vae s | torch s | ratio (pairwise median) | eqx_vae GFLOP/s | torch GFLOP/s "
+    "| eqx_vae first call s | eqx_vae peak RSS MiB | torch peak RSS MiB | XLA temp MiB | max abs diff vs torch |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256], help="image sizes (square), e.g. 256 512")
+    parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
+    parser.add_argument("--ops", nargs="+", default=["encode", "decode"], choices=["encode", "decode"])
+    parser.add_argument("--repeats", type=int, default=5, help="timed pairs per figure (medians are reported)")
+    parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory subprocesses")
+    parser.add_argument("--fast-cpu", action="store_true", help="call eqx_vae.enable_fast_cpu() first (opt-in flags)")
+    parser.add_argument("--compile-cache", default=None, help="directory for JAX's persistent compilation cache")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="write all figures (and the raw times) to this JSON file")
+    args = parser.parse_args(argv)
+
+    try:
+        import diffusers  # noqa: F401
+        import torch
+    except ImportError as error:
+        raise SystemExit(f'bench_speed needs torch and diffusers: pip install "eqx_vae[torch]" ({error})') from error
+    import jax
+
+    import eqx_vae
+
+    if args.fast_cpu:
+        eqx_vae.enable_fast_cpu()
+    if args.compile_cache:
+        eqx_vae.enable_compilation_cache(args.compile_cache)
+
+    machine = machine_description()
+    machine.update(jax=jax.__version__, torch=torch.__version__, torch_threads=torch.get_num_threads())
+    machine["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+    print(f"machine: {machine}", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as directory:
+        reference = build_reference(directory, args.seed)
+        print(HEADER, flush=True)
+        for size in args.sizes:
+            for dtype in args.dtypes:
+                rows.extend(bench_one(args, reference, directory, size, dtype))
+    print("\n" + HEADER)
+    for row in rows:
+        print(format_row(row))
+    if args.out:
+        with open(args.out, "w") as file:
+            json.dump({"machine": machine, "args": vars(args), "rows": rows}, file, indent=1)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

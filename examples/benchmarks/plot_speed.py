@@ -1,0 +1,50 @@
+"""Bar chart of bench_speed.py's JSON: median seconds per call, eqx_vae next to diffusers torch.
+
+    python examples/benchmarks/plot_speed.py speed.json examples/benchmarks/speed.png
+
+Needs matplotlib (`pip install matplotlib`).
+"""
+
+import json
+import sys
+
+
+def plot(json_path: str, png_path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise SystemExit(f"plot_speed needs matplotlib: pip install matplotlib ({error})") from error
+    with open(json_path) as file:
+        results = json.load(file)
+    rows = results["rows"]
+    labels = [f"{row['op']}\n{row['size']}px {row['dtype']}" for row in rows]
+    positions = range(len(rows))
+    width = 0.38
+    figure, axis = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4.2))
+    ours = axis.bar([p - width / 2 for p in positions], [row["ours_s"] for row in rows], width, label="eqx_vae (JAX)")
+    axis.bar([p + width / 2 for p in positions], [row["torch_s"] for row in rows], width, label="diffusers (torch)")
+    for bar, row in zip(ours, rows, strict=True):
+        axis.annotate(
+            f"{row['ratio']:.2f}x",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    axis.set_xticks(list(positions), labels, fontsize=8)
+    axis.set_ylabel("median seconds per call (batch 1)")
+    cpu = results.get("machine", {}).get("cpu", "CPU")
+    axis.set_title(f"SD-size VAE on {cpu} ({results.get('machine', {}).get('cpus', '?')} cores); label: ours/torch")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(png_path, dpi=120)
+    print(f"wrote {png_path}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: plot_speed.py RESULTS.json OUT.png")
+    plot(sys.argv[1], sys.argv[2])
