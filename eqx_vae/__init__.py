@@ -40,6 +40,7 @@ from ._precision import (
     with_compute_dtype as with_compute_dtype,
     with_config as with_config,
 )
+from ._remat import with_remat as with_remat
 from ._sharding import (
     data_parallel_decode as data_parallel_decode,
     data_parallel_encode as data_parallel_encode,

@@ -59,6 +59,8 @@ class AutoencoderKLConfig:
     mid_block_add_attention: bool = True
     dtype: Any = "float32"
     param_dtype: Any = "float32"
+    # Ours, not written to config.json: rematerialise encoder/decoder blocks when differentiating (eqx_vae._remat).
+    gradient_checkpointing: bool = False
 
     def __post_init__(self):
         for field in ("down_block_types", "up_block_types", "block_out_channels", "latents_mean", "latents_std"):
@@ -143,7 +145,7 @@ class AutoencoderKLConfig:
         """The diffusers `config.json` contents (the dtypes are ours and are not written)."""
         data: dict[str, Any] = {"_class_name": "AutoencoderKL", "_diffusers_version": "0.42.1"}
         for field in dataclasses.fields(self):
-            if field.name in ("dtype", "param_dtype"):
+            if field.name in ("dtype", "param_dtype", "gradient_checkpointing"):
                 continue
             value = getattr(self, field.name)
             data[field.name] = list(value) if isinstance(value, tuple) else value

@@ -8,6 +8,7 @@ from ._blocks import UNetMidBlock2D, UpDecoderBlock2D, split_optional
 from ._config import AutoencoderKLConfig
 from ._layers import RESNET_EPS
 from ._nn import Conv2d, GroupNorm
+from ._remat import checkpointed
 
 
 class Decoder(eqx.Module):
@@ -21,6 +22,7 @@ class Decoder(eqx.Module):
     up_blocks: list[UpDecoderBlock2D]
     conv_norm_out: GroupNorm
     conv_out: Conv2d
+    gradient_checkpointing: bool = eqx.field(static=True)  # remat each block (eqx_vae._remat)
 
     def __init__(self, config: AutoencoderKLConfig, *, key: PRNGKeyArray):
         channels = tuple(reversed(config.block_out_channels))
@@ -51,12 +53,13 @@ class Decoder(eqx.Module):
         ]
         self.conv_norm_out = GroupNorm(groups, channels[-1], RESNET_EPS, **dtypes)
         self.conv_out = Conv2d(channels[-1], config.out_channels, 3, padding=1, **dtypes, key=keys[-1])
+        self.gradient_checkpointing = config.gradient_checkpointing
 
     def __call__(
         self, z: Float[Array, "latent_channels latent_height latent_width"], *, key: PRNGKeyArray | None = None
     ) -> Float[Array, "out_channels height width"]:
         mid_key, *block_keys = split_optional(key, len(self.up_blocks) + 1)
-        x = self.mid_block(self.conv_in(z), key=mid_key)
+        x = checkpointed(self.mid_block, self.gradient_checkpointing)(self.conv_in(z), key=mid_key)
         for block, block_key in zip(self.up_blocks, block_keys):
-            x = block(x, key=block_key)
+            x = checkpointed(block, self.gradient_checkpointing)(x, key=block_key)
         return self.conv_out(jax.nn.silu(self.conv_norm_out(x)))

@@ -8,6 +8,7 @@ from ._blocks import DownEncoderBlock2D, UNetMidBlock2D, split_optional
 from ._config import AutoencoderKLConfig
 from ._layers import RESNET_EPS
 from ._nn import Conv2d, GroupNorm
+from ._remat import checkpointed
 
 
 class Encoder(eqx.Module):
@@ -21,6 +22,7 @@ class Encoder(eqx.Module):
     mid_block: UNetMidBlock2D
     conv_norm_out: GroupNorm
     conv_out: Conv2d
+    gradient_checkpointing: bool = eqx.field(static=True)  # remat each block (eqx_vae._remat)
 
     def __init__(self, config: AutoencoderKLConfig, *, key: PRNGKeyArray):
         channels = config.block_out_channels
@@ -51,6 +53,7 @@ class Encoder(eqx.Module):
         )
         self.conv_norm_out = GroupNorm(groups, channels[-1], RESNET_EPS, **dtypes)
         self.conv_out = Conv2d(channels[-1], 2 * config.latent_channels, 3, padding=1, **dtypes, key=keys[-1])
+        self.gradient_checkpointing = config.gradient_checkpointing
 
     def __call__(
         self, x: Float[Array, "in_channels height width"], *, key: PRNGKeyArray | None = None
@@ -58,6 +61,6 @@ class Encoder(eqx.Module):
         *block_keys, mid_key = split_optional(key, len(self.down_blocks) + 1)
         x = self.conv_in(x)
         for block, block_key in zip(self.down_blocks, block_keys):
-            x = block(x, key=block_key)
-        x = self.mid_block(x, key=mid_key)
+            x = checkpointed(block, self.gradient_checkpointing)(x, key=block_key)
+        x = checkpointed(self.mid_block, self.gradient_checkpointing)(x, key=mid_key)
         return self.conv_out(jax.nn.silu(self.conv_norm_out(x)))
