@@ -67,9 +67,9 @@ def _single_file_source(path: str, *, allow_pickle: bool) -> tuple[TensorSource,
         raise ValueError(f"{path}: unknown checkpoint file type; expected .safetensors, .msgpack or a pickle "
                          f"{PICKLE_SUFFIXES} file")
     family = family_from_names(stored.shapes)
-    if is_ldm_layout(stored.shapes) or is_ldm_layout(vae_names(stored.shapes, vae_prefix(stored.shapes))):
+    inner = vae_names(stored.shapes, vae_prefix(stored.shapes))  # VAE name without prefix -> name in the file
+    if is_ldm_layout(inner):
         return ldm_source(stored), family
-    inner = vae_names(stored.shapes, vae_prefix(stored.shapes))
     if any(name.startswith(("encoder.down_blocks.", "decoder.up_blocks.")) for name in inner):
         return with_current_names(stored.renamed(inner)), family
     shown = ", ".join(sorted(stored.shapes)[:8]) or "no tensors"
