@@ -55,7 +55,10 @@ print(json.dumps({"before": before, "after": after, "params": params}))
 
 def measure(kind: str, path: str, param_dtype: str) -> dict:
     output = subprocess.run(
-        [sys.executable, "-c", CHILD, kind, path, param_dtype], check=True, capture_output=True, text=True,
+        [sys.executable, "-c", CHILD, kind, path, param_dtype],
+        check=True,
+        capture_output=True,
+        text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "JAX_PLATFORMS": "cpu"},
     ).stdout
     return json.loads(output.strip().splitlines()[-1])
@@ -96,14 +99,18 @@ def main():
             ("diffusers", "diffusers folder, float32 file -> float32 (torch)", folder, "float32"),
         ]
         print(f"one copy of the float32 weights: {weights_fp32 / 2**20:.1f} MiB ({weights_fp32 // 4:,} parameters)")
-        print(f"{'library':10s} {'case':52s} {'peak above baseline':>20s} {'/ loaded params':>16s}"
-              f" {'/ fp32 weights':>14s}")
+        print(
+            f"{'library':10s} {'case':52s} {'peak above baseline':>20s} {'/ loaded params':>16s}"
+            f" {'/ fp32 weights':>14s}"
+        )
         for kind, label, path, param_dtype in cases:
             runs = [measure(kind, path, param_dtype) for _ in range(args.repeats)]
             grown = statistics.median(r["after"] - r["before"] for r in runs)
             params = runs[0]["params"]
-            print(f"{kind:10s} {label:52s} {grown / 2**20:17.1f} MiB {grown / params:15.2f}x "
-                  f"{grown / weights_fp32:13.2f}x")
+            print(
+                f"{kind:10s} {label:52s} {grown / 2**20:17.1f} MiB {grown / params:15.2f}x "
+                f"{grown / weights_fp32:13.2f}x"
+            )
         print(f"(median of {args.repeats} fresh processes each; numpy {np.__version__}, torch {torch.__version__})")
 
 
