@@ -174,10 +174,13 @@ def decode(
 ) -> Float[Array, "batch out_channels height width"]:
     """Decodes latents `(batch, latent_channels, h, w)` to images `(batch, out_channels, h * f, w * f)`.
 
-    Latents are the VAE's own (unscaled): undo the diffusion model's scaling first.
+    Latents are the VAE's own (unscaled): undo the diffusion model's scaling first. As diffusers' pipelines do, a
+    float16 model whose config says `force_upcast` (SDXL's VAE overflows in float16) decodes in float32.
     """
+    from ._precision import upcast_for_decode  # force_upcast (issue 4)
+
     check_latents(model, latents)
-    return _decode(model, latents, None if deterministic else _batch_keys(key, latents.shape[0]))
+    return _decode(upcast_for_decode(model), latents, None if deterministic else _batch_keys(key, latents.shape[0]))
 
 
 def reconstruct(
