@@ -163,3 +163,18 @@ def test_unknown_layout_names_file_and_keys(tmp_path):
     with pytest.raises(ValueError, match=r"strange.safetensors: unknown key layout.*encoder.down.0.mystery.weight"):
         eqx_vae.from_pretrained(strange)
     assert sorted(os.listdir(tmp_path)) == ["not-a-vae.safetensors", "strange.safetensors"]
+
+
+@pytest.mark.slow
+def test_sd_size_ldm_checkpoint_matches_diffusers_converter(tmp_path):
+    """The full SD VAE architecture (128..512 channels, 2 layers per block), first_stage_model. prefix."""
+    config = eqx_vae.preset_config("sd-vae-ft-mse")
+    reference = random_diffusers_vae(config, seed=7)
+    path = tmp_path / "sd-vae-ft-mse-840000-ema-pruned.safetensors"
+    save_file(eqx_vae.diffusers_to_ldm_state_dict(torch_state(reference), prefix="first_stage_model."), str(path))
+    ours = eqx_vae.from_pretrained(path, config="sd-vae-ft-mse")
+    converted = diffusers_converted(path, config)
+    images = random_images((1, 3, 32, 32), seed=8)
+    with torch.no_grad():
+        expected = converted(to_torch(images)).sample.numpy()
+    assert_close_to_reference(eqx_vae.reconstruct(ours, images), expected, what="SD-size LDM forward")
