@@ -58,6 +58,7 @@ def tile_grids(model: AutoencoderKL, tile_size: int | None, overlap: float) -> t
     encode_step = int(sample_tile * (1 - overlap))
     decode_step = int(latent_tile * (1 - overlap))
     if latent_tile < 1 or encode_step < 1 or decode_step < 1:
+
         def fits(tile: int) -> bool:
             return int(tile * (1 - overlap)) >= 1 and int(int(tile / factor) * (1 - overlap)) >= 1
 
