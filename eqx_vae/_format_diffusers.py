@@ -48,7 +48,7 @@ def open_sharded(index_path: str) -> TensorSource:
     shards = {name: SafetensorsFile(os.path.join(directory, name)) for name in shard_names}
     shapes = {}
     for tensor, shard in weight_map.items():
-        if tensor not in shards[shard].entries:
+        if tensor not in shards[shard].shapes:
             raise ValueError(f"{index_path}: the index puts {tensor!r} in {shard}, which does not hold it")
         shapes[tensor] = shards[shard].shapes[tensor]
     return TensorSource(shapes, lambda name: shards[weight_map[name]].read(name), index_path)

@@ -60,13 +60,13 @@ def join_header(path, header, body):
 def test_truncated_safetensors(bad_dir):
     path = bad_dir / WEIGHTS
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    assert_fails(bad_dir, ValueError, rf"(?s){WEIGHTS}.*truncated file")
+    assert_fails(bad_dir, ValueError, rf"(?s){WEIGHTS}: not a valid safetensors file.*file not fully covered")
 
 
 def test_truncated_inside_header(bad_dir):
     path = bad_dir / WEIGHTS
     path.write_bytes(path.read_bytes()[:100])
-    assert_fails(bad_dir, ValueError, rf"{WEIGHTS}: truncated or not a safetensors file")
+    assert_fails(bad_dir, ValueError, rf"{WEIGHTS}: not a valid safetensors file.*invalid header length")
 
 
 def test_header_lies_about_shape(bad_dir):
@@ -74,7 +74,7 @@ def test_header_lies_about_shape(bad_dir):
     header, body = split_header(path)
     header["encoder.conv_in.weight"]["shape"] = [16, 3, 3, 4]
     join_header(path, header, body)
-    assert_fails(bad_dir, ValueError, r"tensor 'encoder.conv_in.weight': the header lies: shape \(16, 3, 3, 4\)")
+    assert_fails(bad_dir, ValueError, rf"{WEIGHTS}: not a valid safetensors file.*invalid shape, data type, or offset")
 
 
 def test_header_lies_about_offsets(bad_dir):
@@ -87,7 +87,7 @@ def test_header_lies_about_offsets(bad_dir):
     second["data_offsets"] = [first["data_offsets"][0] + 4, first["data_offsets"][0] + 4 + second_size]
     assert size > 4
     join_header(path, header, body)
-    assert_fails(bad_dir, ValueError, rf"{WEIGHTS}: the header lies: tensors .* overlap")
+    assert_fails(bad_dir, ValueError, rf"{WEIGHTS}: not a valid safetensors file.*invalid offset for tensor")
 
 
 def test_offsets_past_the_end(bad_dir):
@@ -97,7 +97,7 @@ def test_offsets_past_the_end(bad_dir):
     span = entry["data_offsets"][1] - entry["data_offsets"][0]
     entry["data_offsets"] = [len(body) + 64, len(body) + 64 + span]
     join_header(path, header, body)
-    assert_fails(bad_dir, ValueError, r"tensor 'decoder.conv_out.bias': truncated file")
+    assert_fails(bad_dir, ValueError, rf"{WEIGHTS}: not a valid safetensors file.*invalid offset for tensor")
 
 
 def test_config_contradicts_weights(bad_dir):

@@ -57,21 +57,24 @@ def test_interrupted_save_leaves_previous_checkpoint_intact(ours, tmp_path, monk
     eqx_vae.save_pretrained(ours, tmp_path)
     before = snapshot(tmp_path)
     other = eqx_vae.from_pretrained(tmp_path, config=CONFIG.replace(scaling_factor=0.5))
-    real_write = safetensors_io.write_tensor
-    written = []
+    real_save = safetensors_io.save_file
+    attempts = []
 
-    def write_some_then_fail(file, array):
-        if len(written) == 5:
-            raise OSError("disk full (simulated)")
-        written.append(array.shape)
-        real_write(file, array)
+    def write_half_then_fail(tensors, path, metadata=None):
+        real_save(tensors, path, metadata=metadata)
+        with open(path, "rb") as file:
+            data = file.read()
+        attempts.append(path)
+        with open(path, "wb") as file:  # the disk fills up half-way through the weights
+            file.write(data[: len(data) // 2])
+        raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(safetensors_io, "write_tensor", write_some_then_fail)
+    monkeypatch.setattr(safetensors_io, "save_file", write_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
         eqx_vae.save_pretrained(other, tmp_path)
-    assert len(written) == 5  # it did fail mid-write
+    assert len(attempts) == 1  # it did fail mid-write
     assert snapshot(tmp_path) == before  # old weights and config intact, no temporary files left
-    monkeypatch.setattr(safetensors_io, "write_tensor", real_write)
+    monkeypatch.setattr(safetensors_io, "save_file", real_save)
     assert diffusers.AutoencoderKL.from_pretrained(tmp_path).config.scaling_factor == 0.13025
 
 
