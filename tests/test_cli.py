@@ -225,3 +225,32 @@ def test_python_dash_m_and_default_model(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "PSNR" in result.stdout
     assert sorted(os.listdir(tmp_path)) == ["astronaut.png", "astronaut_side_by_side.png"]
+
+
+def test_images_are_read_like_diffusers(images):
+    """read_image matches diffusers' VaeImageProcessor (RGB, [-1, 1], channels first); greyscale becomes RGB."""
+    torch = pytest.importorskip("torch")
+    image_processor = pytest.importorskip("diffusers.image_processor")
+    processor = image_processor.VaeImageProcessor(do_resize=False)
+    for name in ("rgb.png", "grey.png"):
+        with PIL.open(images / name) as picture:
+            expected = processor.preprocess(picture.convert("RGB")).numpy()[0]
+        np.testing.assert_allclose(eqx_vae.read_image(images / name), expected, atol=1e-6)
+    del torch
+    rgba = eqx_vae.read_image(images / "rgba.png")
+    assert rgba.shape == (3, 15, 15)
+    transparent = images / "transparent.png"
+    PIL.new("RGBA", (4, 4), (10, 20, 30, 0)).save(transparent)
+    np.testing.assert_array_equal(eqx_vae.read_image(transparent), np.ones((3, 4, 4), np.float32))  # white
+
+
+def test_console_script(tmp_path):
+    executable = shutil.which("eqx-vae")
+    if executable is None:
+        pytest.skip("eqx-vae is not on PATH (reinstall with pip install -e .)")
+    result = subprocess.run([executable, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "reconstruct" in result.stdout
+    result = subprocess.run(
+        [executable, "info", str(tmp_path / "missing")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "missing" in result.stderr
