@@ -111,6 +111,17 @@ def _progress(items: Sequence, description: str, enabled: bool) -> Iterable:
     return tqdm(items, desc=description, unit="file", file=sys.stderr)
 
 
+def _progress_bar(total: int, description: str, enabled: bool):
+    """A tqdm bar over `total` files, or None (disabled, a single file, or tqdm not installed)."""
+    if not enabled or total < 2:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=description, unit="file", file=sys.stderr)
+
+
 def _say(message: str) -> None:
     try:
         from tqdm import tqdm
@@ -138,17 +149,20 @@ def _check_outputs(paths: Sequence[str], overwrite: bool) -> None:
             raise CLIError(f"output {path} is a directory")
 
 
-def _check_readable_images(paths: Sequence[str]) -> None:
-    """Opens each file's header, so a wrong file fails the run before anything is written."""
+def _check_readable_images(paths: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Opens each file's header, so a wrong file fails the run before anything is written; returns (height, width)."""
     from ._images import _pillow
 
     Image = _pillow()
+    sizes = {}
     for path in paths:
         try:
             with Image.open(path) as image:
-                image.size  # noqa: B018 - the header is parsed on open
+                width, height = image.size
         except (OSError, SyntaxError, ValueError) as error:
             raise CLIError(f"{path} is not a readable image: {error}") from error
+        sizes[path] = (height, width)
+    return sizes
 
 
 def _output_paths(inputs: Sequence[str], output: str, suffix: str, single_file_suffixes: Sequence[str]) -> list[str]:
@@ -198,33 +212,43 @@ def _inputs(args) -> list[str]:
 
 def run_reconstruct(args) -> int:
     inputs = _inputs(args)
-    outputs = _output_paths(inputs, args.output, ".png", IMAGE_SUFFIXES)
-    comparisons = [os.path.splitext(path)[0] + "_side_by_side.png" for path in outputs] if args.side_by_side else []
-    _check_outputs(outputs + comparisons, args.overwrite)
-    _check_readable_images(inputs)
+    outputs = dict(zip(inputs, _output_paths(inputs, args.output, ".png", IMAGE_SUFFIXES), strict=True))
+    comparisons = {path: os.path.splitext(out)[0] + "_side_by_side.png" for path, out in outputs.items()}
+    _check_outputs(list(outputs.values()) + (list(comparisons.values()) if args.side_by_side else []), args.overwrite)
+    sizes = _check_readable_images(inputs)
     model = load_model(args.model, args.dtype)
     multiple = model.config.downsampling_factor
+
+    def padded_size(path):
+        return tuple(-(-side // multiple) * multiple for side in sizes[path])
+
     failures = 0
     scores = []
-    jobs = list(range(len(inputs)))
-    for index in _progress(jobs, "reconstruct", not args.quiet):
-        path = inputs[index]
-        try:
-            image = read_image(path)
-        except ValueError as error:
-            print(f"eqx-vae: error: {error}", file=sys.stderr)
-            failures += 1
-            continue
-        padded = pad_to_multiple(image, multiple)
-        latents = encode_batch(model, padded[None], args.tile)
-        reconstruction = decode_batch(model, latents, args.tile)[0][:, : image.shape[1], : image.shape[2]]
-        _make_parent(outputs[index])
-        write_image(outputs[index], reconstruction)
-        if args.side_by_side:
-            write_image(comparisons[index], side_by_side([image, reconstruction]))
-        score = psnr(image, reconstruction)
-        scores.append(score)
-        _say(f"{path} -> {outputs[index]}  PSNR {score:.2f} dB")
+    bar = _progress_bar(len(inputs), "reconstruct", not args.quiet)
+    for batch in _same_size_batches(inputs, padded_size, args.batch_size):
+        images = {}
+        for path in batch:
+            try:
+                images[path] = read_image(path)
+            except ValueError as error:
+                print(f"eqx-vae: error: {error}", file=sys.stderr)
+                failures += 1
+        if images:
+            stacked = np.stack([pad_to_multiple(image, multiple) for image in images.values()])
+            reconstructions = decode_batch(model, encode_batch(model, stacked, args.tile), args.tile)
+            for (path, image), reconstruction in zip(images.items(), reconstructions, strict=True):
+                reconstruction = reconstruction[:, : image.shape[1], : image.shape[2]]
+                _make_parent(outputs[path])
+                write_image(outputs[path], reconstruction)
+                if args.side_by_side:
+                    write_image(comparisons[path], side_by_side([image, reconstruction]))
+                score = psnr(image, reconstruction)
+                scores.append(score)
+                _say(f"{path} -> {outputs[path]}  PSNR {score:.2f} dB")
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
     if len(scores) > 1:
         _say(f"mean PSNR over {len(scores)} images: {float(np.mean(scores)):.2f} dB")
     return 1 if failures else 0
