@@ -13,6 +13,12 @@ from ._state_dict import TensorSource
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(destination: str | os.PathLike) -> Iterator[str]:
     """Yields a temporary path next to `destination`; on success it replaces `destination` in one rename.
@@ -27,6 +33,7 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[str]:
         yield temporary
         with open(temporary, "rb") as file:
             os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(temporary, destination)
     finally:
         if os.path.exists(temporary):

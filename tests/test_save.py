@@ -85,3 +85,12 @@ def test_save_into_new_folder_and_reload(ours, tmp_path):
     assert again.config == ours.config
     for name, value in eqx_vae.named_parameters(ours).items():
         np.testing.assert_array_equal(np.asarray(eqx_vae.named_parameters(again)[name]), np.asarray(value))
+
+
+def test_saved_files_get_the_usual_permissions(ours, tmp_path):
+    """Atomic writes go through a private temporary file; the result must still be readable like any new file."""
+    eqx_vae.save_pretrained(ours, tmp_path)
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("config.json", "diffusion_pytorch_model.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
