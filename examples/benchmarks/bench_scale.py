@@ -10,8 +10,8 @@ jitted call after a warm-up call that compiles (compile time reported apart); me
     python examples/benchmarks/bench_scale.py --compile-only --cases decode:tiled:4096   # XLA's memory estimate
 
 Cases: `decode:{plain,tiled,spatial}:SIZE` (SIZE in image pixels; spatial = 8 host CPU devices, bands),
-`psnr:SIZE` (bfloat16 compute vs float32 decode), `remat:SIZE` (peak memory of a training step, XLA estimate and
-measured, with and without gradient checkpointing).
+`psnr:SIZE` (bfloat16 compute vs float32 decode), `remat:SIZE` (memory of a training step with and without gradient
+checkpointing: XLA's compiled temp estimate and JAX's saved residuals; `remat:SIZE:residuals` traces only).
 """
 
 import argparse
@@ -152,7 +152,7 @@ def run_psnr(size: int) -> dict:
     }
 
 
-def run_remat(size: int, measure: bool) -> dict:
+def run_remat(size: int, residuals_only: bool) -> dict:
     import equinox as eqx
     import jax
     import jax.numpy as jnp
@@ -172,10 +172,32 @@ def run_remat(size: int, measure: bool) -> dict:
             out = jax.vmap(lambda x: m(x))(images)
             return jnp.mean(jnp.square(out - images))
 
-        step = jax.jit(jax.value_and_grad(loss))
-        analysis = step.lower(arrays, images).compile().memory_analysis()
-        result[f"remat={remat}"] = {"xla_temp_mib": analysis.temp_size_in_bytes / 2**20}
+        entry = {"saved_residuals_mib": saved_residual_bytes(loss, arrays, images) / 2**20}
+        if not residuals_only:
+            step = jax.jit(jax.value_and_grad(loss))
+            entry["xla_temp_mib"] = step.lower(arrays, images).compile().memory_analysis().temp_size_in_bytes / 2**20
+        result[f"remat={remat}"] = entry
     return result
+
+
+def saved_residual_bytes(fn, *args) -> int:
+    """Bytes of the residuals JAX saves for the backward pass of `fn` (what remat reduces), before XLA."""
+    import contextlib
+    import io
+    import math
+    import re
+
+    from jax.ad_checkpoint import print_saved_residuals
+
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        print_saved_residuals(fn, *args)
+    total = 0
+    for line in text.getvalue().splitlines():
+        match = re.match(r"(f32|bf16|f16)\[([\d,]+)\]", line)
+        if match:
+            total += math.prod(int(n) for n in match.group(2).split(",")) * {"f32": 4, "bf16": 2, "f16": 2}[match[1]]
+    return total
 
 
 def child(case: str, repeats: int, compile_only: bool) -> dict:
@@ -184,8 +206,8 @@ def child(case: str, repeats: int, compile_only: bool) -> dict:
         return run_decode(rest[0], int(rest[1]), repeats, compile_only)
     if kind == "psnr":
         return run_psnr(int(rest[0]))
-    if kind == "remat":
-        return run_remat(int(rest[0]), not compile_only)
+    if kind == "remat":  # remat:SIZE (XLA estimate + residuals) or remat:SIZE:residuals (trace only)
+        return run_remat(int(rest[0]), rest[1:] == ["residuals"])
     raise ValueError(f"unknown case {case!r}")
 
 
@@ -206,7 +228,7 @@ def main() -> None:
         env = dict(os.environ)
         if ":spatial:" in case:
             env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-        size = int(case.split(":")[-1])
+        size = int(next(part for part in case.split(":") if part.isdigit()))
         repeats = args.repeats if args.repeats is not None else (3 if size <= 512 else 1)
         command = [sys.executable, __file__, "--child", case, "--repeats", str(repeats)]
         if args.compile_only:
