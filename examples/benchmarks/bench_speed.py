@@ -97,11 +97,9 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
-def measure_memory(framework: str, op: str, size: int, dtype: str, directory: str, fast_cpu: bool) -> dict:
+def measure_memory(framework: str, op: str, size: int, dtype: str, directory: str) -> dict:
     """Runs bench_speed_memory.py in a fresh process; returns its JSON (RSS in MiB, XLA memory analysis)."""
     command = [sys.executable, os.path.join(HERE, "bench_speed_memory.py"), framework, op, str(size), dtype, directory]
-    if fast_cpu:
-        command.append("--fast-cpu")
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
         return {"error": result.stderr.strip().splitlines()[-1:] or ["failed"]}
@@ -191,8 +189,8 @@ def bench_one(args, reference_fp32, directory: str, size: int, dtype: str) -> li
                 ).numpy()
             row["torch_psnr_vs_torch_fp32_db"] = psnr(out_torch, torch_fp32)
         if args.memory:
-            row["memory_ours"] = measure_memory("ours", op, size, dtype, directory, args.fast_cpu)
-            row["memory_torch"] = measure_memory("torch", op, size, dtype, directory, args.fast_cpu)
+            row["memory_ours"] = measure_memory("ours", op, size, dtype, directory)
+            row["memory_torch"] = measure_memory("torch", op, size, dtype, directory)
         rows.append(row)
         print(format_row(row), flush=True)
     return rows
@@ -230,7 +228,6 @@ def main(argv=None) -> None:
     parser.add_argument("--ops", nargs="+", default=["encode", "decode"], choices=["encode", "decode"])
     parser.add_argument("--repeats", type=int, default=5, help="timed pairs per figure (medians are reported)")
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory subprocesses")
-    parser.add_argument("--fast-cpu", action="store_true", help="call eqx_vae.enable_fast_cpu() first (opt-in flags)")
     parser.add_argument("--compile-cache", default=None, help="directory for JAX's persistent compilation cache")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write all figures (and the raw times) to this JSON file")
@@ -245,8 +242,6 @@ def main(argv=None) -> None:
 
     import eqx_vae
 
-    if args.fast_cpu:
-        eqx_vae.enable_fast_cpu()
     if args.compile_cache:
         eqx_vae.enable_compilation_cache(args.compile_cache)
 
@@ -261,12 +256,13 @@ def main(argv=None) -> None:
         for size in args.sizes:
             for dtype in args.dtypes:
                 rows.extend(bench_one(args, reference, directory, size, dtype))
+                if args.out:  # after every group, so a long run that is cut short still leaves its figures
+                    with open(args.out, "w") as file:
+                        json.dump({"machine": machine, "args": vars(args), "rows": rows}, file, indent=1)
     print("\n" + HEADER)
     for row in rows:
         print(format_row(row))
     if args.out:
-        with open(args.out, "w") as file:
-            json.dump({"machine": machine, "args": vars(args), "rows": rows}, file, indent=1)
         print(f"wrote {args.out}")
 
 

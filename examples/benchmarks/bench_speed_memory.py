@@ -1,6 +1,6 @@
 """Peak memory of one encode or decode call, measured in a fresh process (used by bench_speed.py).
 
-    python bench_speed_memory.py {ours,torch} {encode,decode} SIZE {float32,bfloat16} MODEL_DIR [--fast-cpu]
+    python bench_speed_memory.py {ours,torch} {encode,decode} SIZE {float32,bfloat16} MODEL_DIR
 
 Prints one JSON line: the RSS high-water mark (MiB) after loading the model and after the call, and, for eqx_vae,
 XLA's `memory_analysis` of the compiled function (temp buffers, arguments, outputs).
@@ -33,8 +33,6 @@ def main() -> None:
 
         import eqx_vae
 
-        if "--fast-cpu" in sys.argv:
-            eqx_vae.enable_fast_cpu()
         model = eqx_vae.from_pretrained(directory, dtype=dtype)
         x = jnp.asarray(x_np, dtype=dtype)
         result["loaded_rss_mib"] = rss_high_water_mib()

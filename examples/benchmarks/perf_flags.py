@@ -17,6 +17,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FLAG_SETS = {
     "default": "",
     "llvm_O1": "--xla_backend_optimization_level=1",
+    "llvm_O0": "--xla_backend_optimization_level=0",
     "onednn": "--xla_cpu_use_onednn=true",
     "onednn_fusion_dot": "--xla_cpu_experimental_onednn_fusion_type=dot",
     "xnn_graph_greedy": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
