@@ -28,7 +28,7 @@ def _set_reference_tiles(reference, tile_size: int, overlap: float) -> None:
 
 @pytest.mark.parametrize(
     "shape, tile_size, overlap",
-    [((2, 3, 72, 90), 32, 0.25), ((1, 3, 70, 60), 48, 0.5)],
+    [((2, 3, 72, 90), 32, 0.25), pytest.param((1, 3, 70, 60), 48, 0.5, marks=pytest.mark.slow)],
 )
 def test_tiled_encode_matches_diffusers(pair, shape, tile_size, overlap):
     ours, reference = pair
