@@ -622,14 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except CLIError as error:
         message = str(error)
-    except (
-        FileNotFoundError,
-        NotADirectoryError,
-        IsADirectoryError,
-        PermissionError,
-        ValueError,
-        ImportError,
-    ) as error:
+    except (OSError, ValueError, ImportError) as error:  # missing or unreadable files, bad checkpoints, extras
         message = str(error) or type(error).__name__
     except KeyboardInterrupt:
         print("eqx-vae: interrupted", file=sys.stderr)
