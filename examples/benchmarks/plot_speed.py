@@ -1,6 +1,6 @@
 """Bar chart of bench_speed.py's JSON: median seconds per call, eqx_vae next to diffusers torch.
 
-    python examples/benchmarks/plot_speed.py speed.json examples/benchmarks/speed.png
+    python examples/benchmarks/plot_speed.py speed_256.json [speed_512.json ...] examples/benchmarks/speed.png
 
 Needs matplotlib (`pip install matplotlib`).
 """
@@ -9,7 +9,7 @@ import json
 import sys
 
 
-def plot(json_path: str, png_path: str) -> None:
+def plot(json_paths: list[str], png_path: str) -> None:
     try:
         import matplotlib
 
@@ -17,9 +17,11 @@ def plot(json_path: str, png_path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError as error:
         raise SystemExit(f"plot_speed needs matplotlib: pip install matplotlib ({error})") from error
-    with open(json_path) as file:
-        results = json.load(file)
-    rows = results["rows"]
+    rows = []
+    for json_path in json_paths:
+        with open(json_path) as file:
+            results = json.load(file)
+        rows.extend(results["rows"])
     labels = [f"{row['op']}\n{row['size']}px {row['dtype']}" for row in rows]
     positions = range(len(rows))
     width = 0.38
@@ -45,6 +47,6 @@ def plot(json_path: str, png_path: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        raise SystemExit("usage: plot_speed.py RESULTS.json OUT.png")
-    plot(sys.argv[1], sys.argv[2])
+    if len(sys.argv) < 3:
+        raise SystemExit("usage: plot_speed.py RESULTS.json [MORE.json ...] OUT.png")
+    plot(sys.argv[1:-1], sys.argv[-1])
