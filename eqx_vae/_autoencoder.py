@@ -138,7 +138,7 @@ def _decode(model: AutoencoderKL, latents: LatentBatch, dropout_keys: Array | No
 @eqx.filter_jit
 def _reconstruct(
     model: AutoencoderKL, images: ImageBatch, sample_keys: Array | None, dropout_keys: Array | None
-) -> ImageBatch:
+) -> Float[Array, "batch out_channels out_height out_width"]:
     def one(x, sample_key, dropout_key):
         return model(x, sample_posterior=sample_key is not None, key=sample_key, dropout_key=dropout_key)
 
