@@ -8,8 +8,8 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._blocks import split_optional
-from ._custom_types import ImageBatch, LatentBatch
 from ._config import AutoencoderKLConfig
+from ._custom_types import ImageBatch, LatentBatch
 from ._decoder import Decoder
 from ._distribution import DiagonalGaussianDistribution
 from ._encoder import Encoder

@@ -25,7 +25,7 @@ def _resnet_stack(
 
 
 def _run_resnets(resnets: list[ResnetBlock2D], x: Array, key: PRNGKeyArray | None) -> Array:
-    for resnet, resnet_key in zip(resnets, split_optional(key, len(resnets))):
+    for resnet, resnet_key in zip(resnets, split_optional(key, len(resnets)), strict=True):
         x = resnet(x, key=resnet_key)
     return x
 

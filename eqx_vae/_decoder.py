@@ -60,6 +60,6 @@ class Decoder(eqx.Module):
     ) -> Float[Array, "out_channels height width"]:
         mid_key, *block_keys = split_optional(key, len(self.up_blocks) + 1)
         x = checkpointed(self.mid_block, self.gradient_checkpointing)(self.conv_in(z), key=mid_key)
-        for block, block_key in zip(self.up_blocks, block_keys):
+        for block, block_key in zip(self.up_blocks, block_keys, strict=True):
             x = checkpointed(block, self.gradient_checkpointing)(x, key=block_key)
         return self.conv_out(jax.nn.silu(self.conv_norm_out(x)))

@@ -60,7 +60,7 @@ class Encoder(eqx.Module):
     ) -> Float[Array, "two_latent_channels latent_height latent_width"]:
         *block_keys, mid_key = split_optional(key, len(self.down_blocks) + 1)
         x = self.conv_in(x)
-        for block, block_key in zip(self.down_blocks, block_keys):
+        for block, block_key in zip(self.down_blocks, block_keys, strict=True):
             x = checkpointed(block, self.gradient_checkpointing)(x, key=block_key)
         x = checkpointed(self.mid_block, self.gradient_checkpointing)(x, key=mid_key)
         return self.conv_out(jax.nn.silu(self.conv_norm_out(x)))

@@ -134,7 +134,7 @@ class GroupNorm(eqx.Module):
         self.eps = eps
         self.dtype = jnp.dtype(dtype or jnp.float32)
 
-    def __call__(self, x: Float[Array, "channels *spatial"]) -> Float[Array, "channels *spatial"]:
+    def __call__(self, x: Float[Array, " channels *spatial"]) -> Float[Array, " channels *spatial"]:
         channels = x.shape[0]
         stats_dtype = jnp.promote_types(self.dtype, jnp.float32)  # at least float32
         grouped = x.astype(stats_dtype).reshape(self.groups, -1)

@@ -56,18 +56,28 @@ def main() -> None:
     torch.set_num_threads(2)
     cases = [
         ("tiny sd-like, 33x47", tiny_config(layers_per_block=2), (1, 3, 33, 47)),
-        ("flux-like, 16 latents, no quant convs", tiny_config(latent_channels=16, use_quant_conv=False,
-                                                              use_post_quant_conv=False), (1, 3, 72, 40)),
-        (f"SD-size, {args.size}x{args.size}", eqx_vae.AutoencoderKLConfig(
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, **SD_SIZE),
-         (1, 3, args.size, args.size)),
+        (
+            "flux-like, 16 latents, no quant convs",
+            tiny_config(latent_channels=16, use_quant_conv=False, use_post_quant_conv=False),
+            (1, 3, 72, 40),
+        ),
+        (
+            f"SD-size, {args.size}x{args.size}",
+            eqx_vae.AutoencoderKLConfig(
+                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, **SD_SIZE
+            ),
+            (1, 3, args.size, args.size),
+        ),
     ]
     print("| case | mean | logvar | decode | forward | max abs of reference (decode) |")
     print("|---|---|---|---|---|---|")
     for name, config, shape in cases:
         r = compare(name, config, shape)
-        print(f"| {name} | {r['mean']:.2e} | {r['logvar']:.2e} | {r['decode']:.2e} | {r['forward']:.2e} | "
-              f"{r['decode_scale']:.3g} |", flush=True)
+        print(
+            f"| {name} | {r['mean']:.2e} | {r['logvar']:.2e} | {r['decode']:.2e} | {r['forward']:.2e} | "
+            f"{r['decode_scale']:.3g} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
