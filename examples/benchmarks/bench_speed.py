@@ -30,19 +30,8 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))  # the tests' random-weights helper
 GFLOP_AT_256 = {"encode": 270.6, "decode": 620.0}
-SD_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    act_fn="silu",
-    latent_channels=4,
-    norm_num_groups=32,
-    sample_size=256,
-)
 
 
 def gflop(op: str, size: int) -> float:
@@ -66,18 +55,12 @@ def machine_description() -> dict:
 
 
 def build_reference(directory: str, seed: int):
-    """A random SD-size diffusers VAE, saved to `directory`; norms and biases perturbed so none is trivial."""
-    import diffusers
-    import torch
+    """A random SD-size diffusers VAE (the sd-vae-ft-mse architecture), saved to `directory`."""
+    from helpers import random_diffusers_vae
 
-    torch.manual_seed(seed)
-    vae = diffusers.AutoencoderKL(**SD_VAE).eval()
-    with torch.no_grad():
-        for name, param in vae.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                param.copy_(1.0 + 0.2 * torch.randn_like(param))
-            elif name.endswith("bias"):
-                param.add_(0.1 * torch.randn_like(param))
+    import eqx_vae
+
+    vae = random_diffusers_vae(eqx_vae.preset_config("sd-vae-ft-mse"), seed=seed)
     vae.save_pretrained(directory)
     return vae
 
