@@ -13,6 +13,9 @@ UP_BLOCK_TYPES = ("UpDecoderBlock2D",)
 ACTIVATIONS = ("silu", "swish", "mish", "gelu", "relu")
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
+# Our fields that diffusers' AutoencoderKL does not have; they are not written to config.json.
+OWN_FIELDS = ("dtype", "param_dtype", "gradient_checkpointing")
+
 # Keys diffusers writes into config.json that carry no architecture.
 _BOOKKEEPING_PREFIX = "_"
 
@@ -145,7 +148,7 @@ class AutoencoderKLConfig:
         """The diffusers `config.json` contents (the dtypes are ours and are not written)."""
         data: dict[str, Any] = {"_class_name": "AutoencoderKL", "_diffusers_version": "0.42.1"}
         for field in dataclasses.fields(self):
-            if field.name in ("dtype", "param_dtype", "gradient_checkpointing"):
+            if field.name in OWN_FIELDS:
                 continue
             value = getattr(self, field.name)
             data[field.name] = list(value) if isinstance(value, tuple) else value

@@ -8,6 +8,7 @@ import pytest
 from helpers import tiny_config
 
 import eqx_vae
+from eqx_vae._config import OWN_FIELDS
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -20,7 +21,7 @@ def test_defaults_equal_diffusers_signature():
         value = getattr(ours, name)
         assert value == (tuple(default) if isinstance(default, list) else default), name
     extra = {f.name for f in dataclasses.fields(ours)} - set(theirs)
-    assert extra == {"dtype", "param_dtype"}
+    assert extra == set(OWN_FIELDS)
 
 
 def test_reads_config_json_written_by_diffusers(tmp_path):
@@ -38,7 +39,7 @@ def test_written_config_loads_in_diffusers(tmp_path):
     (tmp_path / "config.json").write_text(config.to_json_string())
     theirs = diffusers.AutoencoderKL.from_config(diffusers.AutoencoderKL.load_config(tmp_path))
     for field in dataclasses.fields(config):
-        if field.name in ("dtype", "param_dtype"):
+        if field.name in OWN_FIELDS:
             continue
         value = theirs.config[field.name]
         assert (tuple(value) if isinstance(value, list) else value) == getattr(config, field.name), field.name
