@@ -1,15 +1,17 @@
 """Batch slicing: encode or decode a large batch a few examples at a time (diffusers' `enable_slicing()`).
 
-diffusers' slicing runs the batch one example at a time in a Python loop. Here one jitted `lax.map` walks over
-slices of `slice_size` examples (vmapped inside a slice; a remainder slice is handled), so peak activation memory is
-that of one slice whatever the batch size, and the results equal the unsliced ones.
+diffusers' slicing runs the batch one example at a time in a Python loop. Here a Python loop calls the jitted batch
+encode/decode on slices of `slice_size` examples (one compile per slice shape: the full slices and a remainder), so
+peak activation memory is that of one slice whatever the batch size, and the results equal the unsliced ones. Under an
+outer `jax.jit` the loop unrolls. Not `lax.map`: XLA's CPU backend runs convolutions inside a loop body with a naive
+kernel (about 100x slower, see `_tiling.py`).
 """
 
-import equinox as eqx
 import jax
+import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._autoencoder import AutoencoderKL, check_images, check_latents
+from ._autoencoder import AutoencoderKL, _decode, _encode, check_images, check_latents
 from ._distribution import DiagonalGaussianDistribution
 from ._precision import upcast_for_decode
 
@@ -19,14 +21,8 @@ def _check_slice_size(slice_size: int) -> None:
         raise ValueError(f"slice_size={slice_size!r} must be a positive integer")
 
 
-@eqx.filter_jit
-def _sliced_encode(model: AutoencoderKL, images: Array, slice_size: int) -> DiagonalGaussianDistribution:
-    return jax.lax.map(model.encode, images, batch_size=slice_size)
-
-
-@eqx.filter_jit
-def _sliced_decode(model: AutoencoderKL, latents: Array, slice_size: int) -> Array:
-    return jax.lax.map(model.decode, latents, batch_size=slice_size)
+def _slices(array: Array, slice_size: int) -> list[Array]:
+    return [array[start : start + slice_size] for start in range(0, array.shape[0], slice_size)]
 
 
 def sliced_encode(
@@ -35,7 +31,8 @@ def sliced_encode(
     """`eqx_vae.encode`, `slice_size` images at a time (bounded memory, identical results)."""
     check_images(model, images)
     _check_slice_size(slice_size)
-    return _sliced_encode(model, images, min(slice_size, images.shape[0]))
+    parts = [_encode(model, part, None) for part in _slices(jnp.asarray(images), slice_size)]
+    return jax.tree.map(lambda *arrays: jnp.concatenate(arrays), *parts)
 
 
 def sliced_decode(
@@ -47,4 +44,5 @@ def sliced_decode(
     """`eqx_vae.decode`, `slice_size` latents at a time (bounded memory, identical results; applies force_upcast)."""
     check_latents(model, latents)
     _check_slice_size(slice_size)
-    return _sliced_decode(upcast_for_decode(model), latents, min(slice_size, latents.shape[0]))
+    model = upcast_for_decode(model)
+    return jnp.concatenate([_decode(model, part, None) for part in _slices(jnp.asarray(latents), slice_size)])
