@@ -68,45 +68,48 @@ def training_files(held_out=HELD_OUT) -> list[str]:
 
 
 class CropSampler:
-    """Random `crop x crop` crops of a list of `(3, h, w)` images, picked with probability proportional to area."""
+    """Random square crops of a list of `(3, h, w)` images, picked with probability proportional to area."""
 
-    def __init__(self, images: list[np.ndarray], crop: int, seed: int):
-        self.images = [image for image in images if min(image.shape[1:]) >= crop]
-        areas = np.array([image.shape[1] * image.shape[2] for image in self.images], np.float64)
-        self.probabilities = areas / areas.sum()
-        self.crop = crop
+    def __init__(self, images: list[np.ndarray], seed: int):
+        self.images = images
         self.rng = np.random.default_rng(seed)
 
-    def batch(self, size: int) -> np.ndarray:
-        crops = np.empty((size, 3, self.crop, self.crop), np.float32)
-        picks = self.rng.choice(len(self.images), size=size, p=self.probabilities)
+    def batch(self, size: int, crop: int) -> np.ndarray:
+        """`(size, 3, crop, crop)` crops, each flipped left-right and upside-down with probability 1/2."""
+        images = [image for image in self.images if min(image.shape[1:]) >= crop]
+        areas = np.array([image.shape[1] * image.shape[2] for image in images], np.float64)
+        crops = np.empty((size, 3, crop, crop), np.float32)
+        picks = self.rng.choice(len(images), size=size, p=areas / areas.sum())
         for slot, pick in enumerate(picks):
-            image = self.images[pick]
-            top = self.rng.integers(0, image.shape[1] - self.crop + 1)
-            left = self.rng.integers(0, image.shape[2] - self.crop + 1)
-            crop = image[:, top : top + self.crop, left : left + self.crop]
+            image = images[pick]
+            top = self.rng.integers(0, image.shape[1] - crop + 1)
+            left = self.rng.integers(0, image.shape[2] - crop + 1)
+            crop_ = image[:, top : top + crop, left : left + crop]
             if self.rng.random() < 0.5:
-                crop = crop[:, :, ::-1]
+                crop_ = crop_[:, :, ::-1]
             if self.rng.random() < 0.5:
-                crop = crop[:, ::-1, :]
-            crops[slot] = crop
+                crop_ = crop_[:, ::-1, :]
+            crops[slot] = crop_
         return crops
 
 
-def loss_fn(model: eqx_vae.AutoencoderKL, images, key, kl_weight: float):
-    """L1 of the decoded posterior sample + kl_weight * summed KL; returns (loss, (l1, kl))."""
+def loss_fn(model: eqx_vae.AutoencoderKL, images, key, kl_weight: float, mse_weight: float):
+    """L1 + mse_weight * MSE of the decoded posterior sample + kl_weight * summed KL; returns (loss, (l1, kl))."""
     posterior = jax.vmap(model.encode)(images)
     latents = posterior.sample(key)
     reconstructions = jax.vmap(model.decode)(latents)
     l1 = jnp.mean(jnp.abs(reconstructions - images))
+    mse = jnp.mean(jnp.square(reconstructions - images))
     kl = jnp.mean(posterior.kl())
-    return l1 + kl_weight * kl, (l1, kl)
+    return l1 + mse_weight * mse + kl_weight * kl, (l1, kl)
 
 
-def make_step(optimiser, kl_weight: float):
+def make_step(optimiser, kl_weight: float, mse_weight: float):
     @eqx.filter_jit
     def step(model, opt_state, images, key):
-        (loss, (l1, kl)), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model, images, key, kl_weight)
+        (loss, (l1, kl)), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(
+            model, images, key, kl_weight, mse_weight
+        )
         updates, opt_state = optimiser.update(grads, opt_state, eqx.filter(model, eqx.is_array))
         model = eqx.apply_updates(model, updates)
         return model, opt_state, loss, l1, kl
@@ -141,9 +144,9 @@ def evaluate(model: eqx_vae.AutoencoderKL, files=None) -> dict[str, dict[str, fl
     return results
 
 
-def calibrate_scaling_factor(model: eqx_vae.AutoencoderKL, sampler: CropSampler, crops: int = 64) -> float:
+def calibrate_scaling_factor(model: eqx_vae.AutoencoderKL, sampler: CropSampler, crop: int, crops: int = 16) -> float:
     """1 / std of the latent means over training crops, so scaled latents have unit variance (SD's recipe)."""
-    images = jnp.asarray(sampler.batch(crops))
+    images = jnp.asarray(sampler.batch(crops, crop))
     latents = eqx_vae.encode(model, images).mode()
     return float(1.0 / jnp.std(latents))
 
@@ -168,8 +171,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "..", "eqx_vae", "default"))
     parser.add_argument("--steps", type=int, default=800)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--crop", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=8, help="crops per step at the first --crop size")
+    parser.add_argument(
+        "--crop",
+        type=int,
+        nargs="+",
+        default=[64],
+        help="crop sides, used in turn; larger crops get fewer per step (same pixels per step as the first)",
+    )
+    parser.add_argument("--mse-weight", type=float, default=0.0, help="weight of an MSE term added to the L1 loss")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--warmup-steps", type=int, default=50)
     parser.add_argument("--kl-weight", type=float, default=1e-6)
@@ -185,7 +195,10 @@ def main(argv=None):
     files = training_files()
     print(f"training on {len(files)} images: {', '.join(os.path.basename(f) for f in files)}")
     print(f"held out: {', '.join(HELD_OUT)}")
-    sampler = CropSampler([read_image(f) for f in files], args.crop, args.seed)
+    sampler = CropSampler([read_image(f) for f in files], args.seed)
+    pixels_per_step = args.batch_size * args.crop[0] ** 2
+    batch_sizes = {crop: max(1, round(pixels_per_step / crop**2)) for crop in args.crop}
+    print("crops per step: " + ", ".join(f"{n} x {crop}px" for crop, n in batch_sizes.items()))
 
     key = jax.random.key(args.seed)
     model_key, key = jax.random.split(key)
@@ -198,7 +211,7 @@ def main(argv=None):
     )
     optimiser = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
     opt_state = optimiser.init(eqx.filter(model, eqx.is_array))
-    step = make_step(optimiser, args.kl_weight)
+    step = make_step(optimiser, args.kl_weight, args.mse_weight)
     parameters = sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array)))
     print(f"parameters: {parameters:,}")
 
@@ -213,7 +226,9 @@ def main(argv=None):
     done = 0
     for done in range(1, args.steps + 1):
         key, step_key = jax.random.split(key)
-        model, opt_state, loss, l1, kl = step(model, opt_state, jnp.asarray(sampler.batch(args.batch_size)), step_key)
+        crop = args.crop[(done - 1) % len(args.crop)]
+        images = jnp.asarray(sampler.batch(batch_sizes[crop], crop))
+        model, opt_state, loss, l1, kl = step(model, opt_state, images, step_key)
         l1 = float(l1)
         running = l1 if running is None else 0.98 * running + 0.02 * l1
         minutes = (time.perf_counter() - start) / 60
@@ -227,7 +242,7 @@ def main(argv=None):
         if out_of_time:
             print(f"stopping after {done} steps: the {args.max_minutes}-minute budget is spent")
             break
-    scaling_factor = round(calibrate_scaling_factor(model, sampler), 5)
+    scaling_factor = round(calibrate_scaling_factor(model, sampler, max(args.crop)), 5)
     model = with_scaling_factor(model, scaling_factor)
     print(f"scaling_factor (1 / latent std): {scaling_factor}")
     save(model, args.output, args.save_dtype, dict(info, steps_done=done, minutes=round(minutes, 2)))

@@ -29,3 +29,10 @@ def test_sliced_matches_unsliced(model, slice_size):
 def test_bad_slice_size(model):
     with pytest.raises(ValueError, match="slice_size"):
         eqx_vae.sliced_decode(model, random_images((2, 4, 4, 4)), slice_size=0)
+
+
+def test_no_convolution_runs_inside_a_loop(model):
+    """XLA's CPU backend runs a conv inside a loop body with a naive kernel (100x slower), so slices are unrolled."""
+    jaxpr = str(jax.make_jaxpr(lambda z: eqx_vae.sliced_decode(model, z, slice_size=1))(random_images((3, 4, 4, 4))))
+    assert jaxpr.count("conv_general_dilated") > 0
+    assert "while[" not in jaxpr and "scan[" not in jaxpr

@@ -71,3 +71,12 @@ def test_bad_tile_and_overlap_are_rejected(pair):
             eqx_vae.tiled_decode(ours, latents, overlap=overlap)
     with pytest.raises(ValueError, match="tile_size"):
         eqx_vae.tiled_decode(ours, latents, tile_size=0)
+
+
+def test_no_convolution_runs_inside_a_loop(pair):
+    """XLA's CPU backend runs a conv inside a loop body with a naive kernel (100x slower), so tiles must be unrolled."""
+    ours, _ = pair
+    latents = random_images((1, 4, 20, 20), seed=6)
+    jaxpr = str(jax.make_jaxpr(lambda z: eqx_vae.tiled_decode(ours, z))(latents))
+    assert jaxpr.count("conv_general_dilated") > 0
+    assert "while[" not in jaxpr and "scan[" not in jaxpr

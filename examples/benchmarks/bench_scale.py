@@ -1,7 +1,9 @@
 """Scale benchmarks for issue 4 (not a test): big-image decode, bf16 PSNR, remat memory.
 
-Each configuration runs in its own subprocess, so peak memory (`VmHWM`, the resident high-water mark) is that
-configuration's alone. The model is SD-size (block_out_channels (128, 256, 512, 512), layers_per_block 2,
+Each configuration runs in its own subprocess, so peak memory is that configuration's alone: the resident high-water
+mark (`VmHWM`) is reset after the warm-up call (`/proc/self/clear_refs`), so `peak_rss_mib` is the peak while the
+compiled program runs (weights, input and output included; compiler memory excluded), and `rss_before_mib` is what
+was resident just before. The model is SD-size (block_out_channels (128, 256, 512, 512), layers_per_block 2,
 sample_size 512) with random weights: no checkpoint can be downloaded here. Times are wall-clock seconds of the
 jitted call after a warm-up call that compiles (compile time reported apart); medians over `--repeats`.
 
@@ -11,7 +13,8 @@ jitted call after a warm-up call that compiles (compile time reported apart); me
 
 Cases: `decode:{plain,tiled,spatial}:SIZE` (SIZE in image pixels; spatial = 8 host CPU devices, bands),
 `psnr:SIZE` (bfloat16 compute vs float32 decode), `remat:SIZE` (memory of a training step with and without gradient
-checkpointing: XLA's compiled temp estimate and JAX's saved residuals; `remat:SIZE:residuals` traces only).
+checkpointing: XLA's compiled temp estimate and JAX's saved residuals; `remat:SIZE:residuals` traces only),
+`step:SIZE:{plain,remat}` (a real training step, value and gradient of an MSE reconstruction loss, run and measured).
 """
 
 import argparse
@@ -50,25 +53,48 @@ def sd_config():
     )
 
 
-def peak_rss_mib() -> float:
+def _status_mib(field: str) -> float:
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
 
+def peak_rss_mib() -> float:
+    return _status_mib("VmHWM")
+
+
+def reset_peak_rss() -> float:
+    """Resets VmHWM to the current resident size (Linux `clear_refs` 5); returns that size in MiB."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    return _status_mib("VmRSS")
+
+
 def timed(fn, repeats: int) -> tuple[float, list[float], object]:
+    """(first call incl. compile, times of `repeats` further calls, output).
+
+    With repeats > 0 the peak RSS is reset after the first call, so it is the run's peak; with 0 it includes compiling.
+    """
     start = time.perf_counter()
     out = fn()
     jax_block(out)
     first = time.perf_counter() - start
+    if repeats:
+        out = None
+        RESULT_EXTRA["rss_before_mib"] = reset_peak_rss()
     times = []
     for _ in range(repeats):
+        out = None
         start = time.perf_counter()
-        jax_block(fn())
+        out = fn()
+        jax_block(out)
         times.append(time.perf_counter() - start)
     return first, times, out
+
+
+RESULT_EXTRA: dict = {}
 
 
 def jax_block(out):
@@ -180,6 +206,28 @@ def run_remat(size: int, residuals_only: bool) -> dict:
     return result
 
 
+def run_step(size: int, remat: bool, repeats: int) -> dict:
+    """Times one jitted training step (loss and gradient) of the SD-size model; peak RSS measured around the runs."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    import eqx_vae
+
+    model = eqx_vae.with_remat(eqx_vae.AutoencoderKL(sd_config(), key=jax.random.key(0)), remat)
+    images = jax.random.uniform(jax.random.key(1), (1, 3, size, size), minval=-1, maxval=1)
+
+    @eqx.filter_jit
+    def step(model, images):
+        def loss(model):
+            return jnp.mean(jnp.square(jax.vmap(lambda x: model(x))(images) - images))
+
+        return eqx.filter_value_and_grad(loss)(model)
+
+    first, times, _ = timed(lambda: step(model, images), repeats)
+    return {"first_call_s": first, "median_s": statistics.median(times) if times else None, "repeats": len(times)}
+
+
 def saved_residual_bytes(fn, *args) -> int:
     """Bytes of the residuals JAX saves for the backward pass of `fn` (what remat reduces), before XLA."""
     import contextlib
@@ -208,20 +256,24 @@ def child(case: str, repeats: int, compile_only: bool) -> dict:
         return run_psnr(int(rest[0]))
     if kind == "remat":  # remat:SIZE (XLA estimate + residuals) or remat:SIZE:residuals (trace only)
         return run_remat(int(rest[0]), rest[1:] == ["residuals"])
+    if kind == "step":  # step:SIZE:{plain,remat}
+        return run_step(int(rest[0]), rest[1] == "remat", repeats)
     raise ValueError(f"unknown case {case!r}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="*", default=DEFAULT_CASES)
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls after warm-up (default 3 / 1 large)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed calls after the first (default 3 to 512 px, 1 to 1024, else 0)"
+    )
     parser.add_argument("--compile-only", action="store_true", help="report XLA's memory estimate, do not run")
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per case")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        result = child(args.child, args.repeats or 1, args.compile_only)
-        result["peak_rss_mib"] = peak_rss_mib()
+        result = child(args.child, args.repeats if args.repeats is not None else 1, args.compile_only)
+        result.update(RESULT_EXTRA, peak_rss_mib=peak_rss_mib())
         print("RESULT " + json.dumps(result))
         return
     for case in args.cases:
@@ -229,7 +281,7 @@ def main() -> None:
         if ":spatial:" in case:
             env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
         size = int(next(part for part in case.split(":") if part.isdigit()))
-        repeats = args.repeats if args.repeats is not None else (3 if size <= 512 else 1)
+        repeats = args.repeats if args.repeats is not None else (3 if size <= 512 else 1 if size <= 1024 else 0)
         command = [sys.executable, __file__, "--child", case, "--repeats", str(repeats)]
         if args.compile_only:
             command.append("--compile-only")
