@@ -543,7 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=None,
         metavar="PIXELS",
-        help="encode/decode in tiles of this many pixels with 25%% overlap (large images)",
+        help="encode/decode in tiles of this many pixels with 25%% overlap (large images); a multiple of 4 x the "
+        "model's downsampling factor, e.g. 512 for SD",
     )
     model_options.add_argument("--batch-size", type=_positive, default=4, help="images per batch (default: 4)")
     model_options.add_argument("--overwrite", action="store_true", help="replace existing outputs")

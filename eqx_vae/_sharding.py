@@ -11,6 +11,7 @@ upsample doubles every band (decode). The result equals the single-device one to
 import equinox as eqx
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
 from ._autoencoder import AutoencoderKL, check_images, check_latents, decode, encode
@@ -51,7 +52,7 @@ def _replicated(model: AutoencoderKL, mesh: Mesh) -> AutoencoderKL:
 
 def data_parallel_encode(
     model: AutoencoderKL,
-    images: Float[Array, "batch in_channels height width"],
+    images: ArrayLike,
     mesh: Mesh,
     *,
     batch_axis: str | None = None,
@@ -66,7 +67,7 @@ def data_parallel_encode(
 
 def data_parallel_decode(
     model: AutoencoderKL,
-    latents: Float[Array, "batch latent_channels latent_height latent_width"],
+    latents: ArrayLike,
     mesh: Mesh,
     *,
     batch_axis: str | None = None,
@@ -120,7 +121,7 @@ def _spatial_decode(model, latents, mesh, spatial, bands, batch_axis):
 
 def spatial_encode(
     model: AutoencoderKL,
-    images: Float[Array, "batch in_channels height width"],
+    images: ArrayLike,
     mesh: Mesh,
     *,
     spatial_axis: str | None = None,
@@ -143,7 +144,7 @@ def spatial_encode(
 
 def spatial_decode(
     model: AutoencoderKL,
-    latents: Float[Array, "batch latent_channels latent_height latent_width"],
+    latents: ArrayLike,
     mesh: Mesh,
     *,
     spatial_axis: str | None = None,

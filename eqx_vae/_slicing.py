@@ -9,6 +9,7 @@ kernel (about 100x slower, see `_tiling.py`).
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
 from ._autoencoder import AutoencoderKL, _decode, _encode, check_images, check_latents
@@ -26,7 +27,7 @@ def _slices(array: Array, slice_size: int) -> list[Array]:
 
 
 def sliced_encode(
-    model: AutoencoderKL, images: Float[Array, "batch in_channels height width"], *, slice_size: int = 1
+    model: AutoencoderKL, images: ArrayLike, *, slice_size: int = 1
 ) -> DiagonalGaussianDistribution:
     """`eqx_vae.encode`, `slice_size` images at a time (bounded memory, identical results)."""
     check_images(model, images)
@@ -37,7 +38,7 @@ def sliced_encode(
 
 def sliced_decode(
     model: AutoencoderKL,
-    latents: Float[Array, "batch latent_channels latent_height latent_width"],
+    latents: ArrayLike,
     *,
     slice_size: int = 1,
 ) -> Float[Array, "batch out_channels height width"]:

@@ -24,6 +24,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
 from ._autoencoder import AutoencoderKL, _decode, check_images, check_latents
@@ -53,33 +54,64 @@ def _sample_tile(model: AutoencoderKL, tile_size: int | None) -> int:
     return int(size[0] if isinstance(size, tuple) else size)
 
 
+def _grids(sample_tile: int, factor: int, overlap: float) -> tuple[TileGrid, TileGrid]:
+    """diffusers' (encode, decode) tiling numbers for `sample_tile` image pixels, unchecked."""
+    latent_tile = int(sample_tile / factor)
+    latent_blend = int(latent_tile * overlap)
+    sample_blend = int(sample_tile * overlap)
+    encode_step = int(sample_tile * (1 - overlap))
+    decode_step = int(latent_tile * (1 - overlap))
+    return (
+        TileGrid(in_tile=sample_tile, step=encode_step, blend=latent_blend, keep=latent_tile - latent_blend),
+        TileGrid(in_tile=latent_tile, step=decode_step, blend=sample_blend, keep=sample_tile - sample_blend),
+    )
+
+
+def _too_small(encode: TileGrid, decode: TileGrid) -> bool:
+    return decode.in_tile < 1 or encode.step < 1 or decode.step < 1
+
+
+def _lines_up(encode: TileGrid, decode: TileGrid, factor: int) -> bool:
+    """Whether each tile keeps exactly the stretch up to the next tile's start (output = `factor` x the input)."""
+    return encode.step == encode.keep * factor and decode.keep == decode.step * factor
+
+
 def tile_grids(model: AutoencoderKL, tile_size: int | None, overlap: float) -> tuple[TileGrid, TileGrid]:
-    """(encode grid, decode grid) for `tile_size` image pixels; raises ValueError on a bad tile or overlap."""
+    """(encode grid, decode grid) for `tile_size` image pixels; raises ValueError on a bad tile or overlap.
+
+    Beyond diffusers: a tile size whose kept stretches don't match the tile spacing (e.g. 12 pixels at 8x with
+    overlap 0.25) would make an output of the wrong size; diffusers returns it, we refuse it.
+    """
     if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
         raise ValueError(f"overlap={overlap!r} must be a number in [0, 1)")
     if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1):
         raise ValueError(f"tile_size={tile_size!r} must be a positive integer (image pixels) or None")
     sample_tile = _sample_tile(model, tile_size)
     factor = model.config.downsampling_factor
-    latent_tile = int(sample_tile / factor)
-    encode_step = int(sample_tile * (1 - overlap))
-    decode_step = int(latent_tile * (1 - overlap))
-    if latent_tile < 1 or encode_step < 1 or decode_step < 1:
-
-        def fits(tile: int) -> bool:
-            return int(tile * (1 - overlap)) >= 1 and int(int(tile / factor) * (1 - overlap)) >= 1
-
-        smallest = next(tile for tile in range(factor, 1 << 30) if fits(tile))
+    encode, decode = _grids(sample_tile, factor, overlap)
+    if _too_small(encode, decode):
         raise ValueError(
             f"tile_size={sample_tile} is too small for the downsampling factor {factor} with overlap={overlap}: a tile "
-            f"would span {latent_tile} latent pixels and tiles would start {decode_step} latent pixels apart; use "
-            f"tile_size >= {smallest}"
+            f"would span {decode.in_tile} latent pixels and tiles would start {decode.step} latent pixels apart; use "
+            f"tile_size >= {_valid_tile(factor, overlap, sample_tile)}"
         )
-    latent_blend = int(latent_tile * overlap)
-    sample_blend = int(sample_tile * overlap)
-    encode = TileGrid(in_tile=sample_tile, step=encode_step, blend=latent_blend, keep=latent_tile - latent_blend)
-    decode = TileGrid(in_tile=latent_tile, step=decode_step, blend=sample_blend, keep=sample_tile - sample_blend)
+    if not _lines_up(encode, decode, factor):
+        raise ValueError(
+            f"tile_size={sample_tile} with overlap={overlap} does not line up with the downsampling factor {factor}: "
+            f"tiles would start {decode.step} latent pixels ({decode.step * factor} image pixels) apart but each would "
+            f"keep {decode.keep} image pixels, so the output would have the wrong size; use "
+            f"tile_size={_valid_tile(factor, overlap, sample_tile)}"
+        )
     return encode, decode
+
+
+def _valid_tile(factor: int, overlap: float, near: int) -> int:
+    """The smallest usable tile size at or above `near` (searching from `factor` when `near` is too small)."""
+    for tile in range(factor, 1 << 20):
+        grids = _grids(tile, factor, overlap)
+        if tile >= near and not _too_small(*grids) and _lines_up(*grids, factor):
+            return tile
+    raise ValueError(f"no tile size lines up with overlap={overlap} and factor {factor}")
 
 
 def _ramp(extent: int, ndim: int, axis: int) -> tuple[Array, Array]:
@@ -152,7 +184,7 @@ def _tiled(fn, model: AutoencoderKL, x: Array, grid: TileGrid) -> Array:
 
 def tiled_encode(
     model: AutoencoderKL,
-    images: Float[Array, "batch in_channels height width"],
+    images: ArrayLike,
     *,
     tile_size: int | None = None,
     overlap: float = DEFAULT_OVERLAP,
@@ -170,7 +202,7 @@ def tiled_encode(
 
 def tiled_decode(
     model: AutoencoderKL,
-    latents: Float[Array, "batch latent_channels latent_height latent_width"],
+    latents: ArrayLike,
     *,
     tile_size: int | None = None,
     overlap: float = DEFAULT_OVERLAP,

@@ -204,12 +204,27 @@ def test_usage_errors_exit_non_zero(capsys):
 
 
 def test_tile_option(capsys, model_dir, images, tmp_path):
-    if not hasattr(eqx_vae, "tiled_decode"):
-        pytest.skip("this version has no tiled_encode / tiled_decode")
+    """`--tile 8` writes what tiled_encode -> mode -> tiled_decode gives, which differs from the untiled result."""
+    from eqx_vae._images import read_image, to_uint8
+
     status, stdout, _ = run(
-        capsys, "reconstruct", images / "rgb.png", "-o", tmp_path / "t.png", "--model", model_dir, "--tile", 12
+        capsys, "reconstruct", images / "rgb.png", "-o", tmp_path / "t.png", "--model", model_dir, "--tile", 8
     )
     assert status == 0 and "PSNR" in stdout
+    model = eqx_vae.from_pretrained(model_dir)
+    image = read_image(images / "rgb.png")[None]
+    latents = eqx_vae.tiled_encode(model, image, tile_size=8).mode()
+    expected = to_uint8(np.asarray(eqx_vae.tiled_decode(model, latents, tile_size=8)[0]))
+    untiled = to_uint8(np.asarray(eqx_vae.decode(model, eqx_vae.encode(model, image).mode())[0]))
+    written = np.asarray(PIL.open(tmp_path / "t.png").convert("RGB"))
+    assert np.abs(written.astype(int) - expected.astype(int)).max() <= 1
+    assert np.abs(written.astype(int) - untiled.astype(int)).max() > 1
+
+    status, _, err = run(
+        capsys, "reconstruct", images / "rgb.png", "-o", tmp_path / "u.png", "--model", model_dir, "--tile", 12
+    )
+    assert_clean_failure(status, err, "tile_size=12", "does not line up")
+    assert not (tmp_path / "u.png").exists()
 
 
 def test_python_dash_m_and_default_model(tmp_path):

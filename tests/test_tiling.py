@@ -71,6 +71,10 @@ def test_bad_tile_and_overlap_are_rejected(pair):
             eqx_vae.tiled_decode(ours, latents, overlap=overlap)
     with pytest.raises(ValueError, match="tile_size"):
         eqx_vae.tiled_decode(ours, latents, tile_size=0)
+    # 12 px at 4x, overlap 0.25: tiles start 2 latents = 8 px apart but would keep 9 px each (diffusers returns a wrong
+    # size); 16 is the next size that lines up.
+    with pytest.raises(ValueError, match="does not line up.*use tile_size=16"):
+        eqx_vae.tiled_decode(ours, latents, tile_size=12)
 
 
 def test_no_convolution_runs_inside_a_loop(pair):
