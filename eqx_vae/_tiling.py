@@ -192,6 +192,8 @@ def tiled_encode(
     """Encodes NCHW images tile by tile, as diffusers' `AutoencoderKL.encode` does after `enable_tiling()`.
 
     `tile_size` is in image pixels (default: `config.sample_size`); `overlap` is the tile overlap fraction in [0, 1).
+    The tiles must line up with the downsampling factor f: at overlap 0.25, tile_size a multiple of 4 f (ValueError
+    otherwise, naming the nearest size that works).
     Images no larger than the tile are encoded whole. Moments are blended before the log-variance is clipped, as in
     diffusers.
     """
