@@ -2,7 +2,7 @@
 reconstructs a held-out picture better than a bicubic baseline computed here.
 
 The baseline is bicubic down- and up-sampling by 16x. The stronger baseline at the model's own 8x factor is NOT
-beaten: the model was trained for about an hour on 2 shared CPU cores (see examples/evaluate_default.py for both
+beaten: the model was trained for under two hours on 2 shared CPU cores (see examples/evaluate_default.py for both
 numbers)."""
 
 import json
