@@ -144,6 +144,7 @@ def _run_tiles(fn, x: Array, grid: TileGrid) -> list[list[Array]]:
     ]
 
 
+@eqx.filter_jit
 def _blend_grid(tiles: list[list[Array]], grid: TileGrid) -> Array:
     """diffusers' blend: each tile takes its (already blended) upper then left neighbour, is cropped, concatenated."""
     blended: list[list[Array]] = []
@@ -172,14 +173,11 @@ def _moments(model: AutoencoderKL, images: Array) -> Array:
     return jax.vmap(one)(images)
 
 
-_blend_grid_jit = eqx.filter_jit(_blend_grid)
-
-
 def _tiled(fn, model: AutoencoderKL, x: Array, grid: TileGrid) -> Array:
     """fn(model, x) whole when x fits in one tile, else tile by tile and blended."""
     if x.shape[-2] <= grid.in_tile and x.shape[-1] <= grid.in_tile:
         return fn(model, x)
-    return _blend_grid_jit(_run_tiles(lambda tile: fn(model, tile), x, grid), grid)
+    return _blend_grid(_run_tiles(lambda tile: fn(model, tile), x, grid), grid)
 
 
 def tiled_encode(
