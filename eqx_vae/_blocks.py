@@ -14,12 +14,26 @@ def split_optional(key: PRNGKeyArray | None, num: int) -> list[PRNGKeyArray | No
 
 
 def _resnet_stack(
-    in_channels: int, out_channels: int, num_layers: int, groups: int, act_fn: str, dtypes: dict, key: PRNGKeyArray
+    in_channels: int,
+    out_channels: int,
+    num_layers: int,
+    groups: int,
+    act_fn: str,
+    dtypes: dict,
+    conv_algorithm: str,
+    key: PRNGKeyArray,
 ) -> list[ResnetBlock2D]:
     keys = jax.random.split(key, num_layers)
     return [
-        ResnetBlock2D(in_channels if i == 0 else out_channels, out_channels, groups=groups, act_fn=act_fn, **dtypes,
-                      key=keys[i])
+        ResnetBlock2D(
+            in_channels if i == 0 else out_channels,
+            out_channels,
+            groups=groups,
+            act_fn=act_fn,
+            **dtypes,
+            conv_algorithm=conv_algorithm,
+            key=keys[i],
+        )
         for i in range(num_layers)
     ]
 
@@ -47,11 +61,14 @@ class DownEncoderBlock2D(eqx.Module):
         add_downsample: bool,
         dtype: jnp.dtype | str | None = None,
         param_dtype: jnp.dtype | str | None = None,
+        conv_algorithm: str = "auto",
         key: PRNGKeyArray,
     ):
         resnet_key, down_key = jax.random.split(key)
         dtypes = dict(dtype=dtype, param_dtype=param_dtype)
-        self.resnets = _resnet_stack(in_channels, out_channels, num_layers, groups, act_fn, dtypes, resnet_key)
+        self.resnets = _resnet_stack(
+            in_channels, out_channels, num_layers, groups, act_fn, dtypes, conv_algorithm, resnet_key
+        )
         self.downsamplers = [Downsample2D(out_channels, **dtypes, key=down_key)] if add_downsample else []
 
     def __call__(
@@ -80,12 +97,17 @@ class UpDecoderBlock2D(eqx.Module):
         add_upsample: bool,
         dtype: jnp.dtype | str | None = None,
         param_dtype: jnp.dtype | str | None = None,
+        conv_algorithm: str = "auto",
         key: PRNGKeyArray,
     ):
         resnet_key, up_key = jax.random.split(key)
         dtypes = dict(dtype=dtype, param_dtype=param_dtype)
-        self.resnets = _resnet_stack(in_channels, out_channels, num_layers, groups, act_fn, dtypes, resnet_key)
-        self.upsamplers = [Upsample2D(out_channels, **dtypes, key=up_key)] if add_upsample else []
+        self.resnets = _resnet_stack(
+            in_channels, out_channels, num_layers, groups, act_fn, dtypes, conv_algorithm, resnet_key
+        )
+        self.upsamplers = (
+            [Upsample2D(out_channels, **dtypes, conv_algorithm=conv_algorithm, key=up_key)] if add_upsample else []
+        )
 
     def __call__(
         self, x: Float[Array, "in_channels height width"], *, key: PRNGKeyArray | None = None
@@ -112,11 +134,12 @@ class UNetMidBlock2D(eqx.Module):
         heads: int = 1,
         dtype: jnp.dtype | str | None = None,
         param_dtype: jnp.dtype | str | None = None,
+        conv_algorithm: str = "auto",
         key: PRNGKeyArray,
     ):
         resnet_key, attention_key = jax.random.split(key)
         dtypes = dict(dtype=dtype, param_dtype=param_dtype)
-        self.resnets = _resnet_stack(channels, channels, 2, groups, act_fn, dtypes, resnet_key)
+        self.resnets = _resnet_stack(channels, channels, 2, groups, act_fn, dtypes, conv_algorithm, resnet_key)
         self.attentions = (
             [AttentionBlock(channels, groups=groups, heads=heads, **dtypes, key=attention_key)] if add_attention else []
         )

@@ -12,9 +12,10 @@ DOWN_BLOCK_TYPES = ("DownEncoderBlock2D",)
 UP_BLOCK_TYPES = ("UpDecoderBlock2D",)
 ACTIVATIONS = ("silu", "swish", "mish", "gelu", "relu")
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+CONV_ALGORITHMS = ("auto", "direct", "winograd")
 
 # Our fields that diffusers' AutoencoderKL does not have; they are not written to config.json.
-OWN_FIELDS = ("dtype", "param_dtype", "gradient_checkpointing")
+OWN_FIELDS = ("dtype", "param_dtype", "gradient_checkpointing", "conv_algorithm")
 
 # Keys diffusers writes into config.json that carry no architecture.
 _BOOKKEEPING_PREFIX = "_"
@@ -64,6 +65,8 @@ class AutoencoderKLConfig:
     param_dtype: Any = "float32"
     # Ours, not written to config.json: rematerialise encoder/decoder blocks when differentiating (eqx_vae._remat).
     gradient_checkpointing: bool = False
+    # Ours, not written to config.json: how 3x3 convs are computed, "auto" | "direct" | "winograd" (eqx_vae._nn.Conv2d).
+    conv_algorithm: str = "auto"
 
     def __post_init__(self):
         for field in ("down_block_types", "up_block_types", "block_out_channels", "latents_mean", "latents_std"):
@@ -90,6 +93,8 @@ class AutoencoderKLConfig:
             raise ValueError(f"down_block_types, up_block_types and block_out_channels differ in length: {lengths}")
         if not self.block_out_channels:
             raise ValueError("block_out_channels must not be empty")
+        if self.conv_algorithm not in CONV_ALGORITHMS:
+            raise ValueError(f"conv_algorithm={self.conv_algorithm!r} is not one of {CONV_ALGORITHMS}")
         if self.act_fn not in ACTIVATIONS:
             raise ValueError(f"act_fn={self.act_fn!r} is not supported; choose one of {ACTIVATIONS}")
         for name in ("in_channels", "out_channels", "latent_channels", "norm_num_groups", "layers_per_block"):

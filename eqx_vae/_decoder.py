@@ -28,14 +28,16 @@ class Decoder(eqx.Module):
         channels = tuple(reversed(config.block_out_channels))
         groups = config.norm_num_groups
         dtypes = dict(dtype=config.dtype, param_dtype=config.param_dtype)
+        convs = dict(dtypes, algorithm=config.conv_algorithm)
+        blocks = dict(dtypes, conv_algorithm=config.conv_algorithm)
         keys = jax.random.split(key, len(channels) + 3)
-        self.conv_in = Conv2d(config.latent_channels, channels[0], 3, padding=1, **dtypes, key=keys[0])
+        self.conv_in = Conv2d(config.latent_channels, channels[0], 3, padding=1, **convs, key=keys[0])
         self.mid_block = UNetMidBlock2D(
             channels[0],
             groups=groups,
             act_fn=config.act_fn,
             add_attention=config.mid_block_add_attention,
-            **dtypes,
+            **blocks,
             key=keys[1],
         )
         self.up_blocks = [
@@ -46,13 +48,13 @@ class Decoder(eqx.Module):
                 groups=groups,
                 act_fn=config.act_fn,
                 add_upsample=i < len(channels) - 1,
-                **dtypes,
+                **blocks,
                 key=keys[i + 2],
             )
             for i in range(len(channels))
         ]
         self.conv_norm_out = GroupNorm(groups, channels[-1], RESNET_EPS, **dtypes)
-        self.conv_out = Conv2d(channels[-1], config.out_channels, 3, padding=1, **dtypes, key=keys[-1])
+        self.conv_out = Conv2d(channels[-1], config.out_channels, 3, padding=1, **convs, key=keys[-1])
         self.gradient_checkpointing = config.gradient_checkpointing
 
     def __call__(

@@ -28,8 +28,10 @@ class Encoder(eqx.Module):
         channels = config.block_out_channels
         groups = config.norm_num_groups
         dtypes = dict(dtype=config.dtype, param_dtype=config.param_dtype)
+        convs = dict(dtypes, algorithm=config.conv_algorithm)
+        blocks = dict(dtypes, conv_algorithm=config.conv_algorithm)
         keys = jax.random.split(key, len(channels) + 3)
-        self.conv_in = Conv2d(config.in_channels, channels[0], 3, padding=1, **dtypes, key=keys[0])
+        self.conv_in = Conv2d(config.in_channels, channels[0], 3, padding=1, **convs, key=keys[0])
         self.down_blocks = [
             DownEncoderBlock2D(
                 channels[max(i - 1, 0)],
@@ -38,7 +40,7 @@ class Encoder(eqx.Module):
                 groups=groups,
                 act_fn=config.act_fn,
                 add_downsample=i < len(channels) - 1,
-                **dtypes,
+                **blocks,
                 key=keys[i + 1],
             )
             for i in range(len(channels))
@@ -48,11 +50,11 @@ class Encoder(eqx.Module):
             groups=groups,
             act_fn=config.act_fn,
             add_attention=config.mid_block_add_attention,
-            **dtypes,
+            **blocks,
             key=keys[-2],
         )
         self.conv_norm_out = GroupNorm(groups, channels[-1], RESNET_EPS, **dtypes)
-        self.conv_out = Conv2d(channels[-1], 2 * config.latent_channels, 3, padding=1, **dtypes, key=keys[-1])
+        self.conv_out = Conv2d(channels[-1], 2 * config.latent_channels, 3, padding=1, **convs, key=keys[-1])
         self.gradient_checkpointing = config.gradient_checkpointing
 
     def __call__(

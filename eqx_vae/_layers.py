@@ -43,14 +43,15 @@ class ResnetBlock2D(eqx.Module):
         dropout: float = 0.0,
         dtype: jnp.dtype | str | None = None,
         param_dtype: jnp.dtype | str | None = None,
+        conv_algorithm: str = "auto",
         key: PRNGKeyArray,
     ):
         keys = jax.random.split(key, 3)
         dtypes = dict(dtype=dtype, param_dtype=param_dtype)
         self.norm1 = GroupNorm(groups, in_channels, RESNET_EPS, **dtypes)
-        self.conv1 = Conv2d(in_channels, out_channels, 3, padding=1, **dtypes, key=keys[0])
+        self.conv1 = Conv2d(in_channels, out_channels, 3, padding=1, **dtypes, algorithm=conv_algorithm, key=keys[0])
         self.norm2 = GroupNorm(groups, out_channels, RESNET_EPS, **dtypes)
-        self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1, **dtypes, key=keys[1])
+        self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1, **dtypes, algorithm=conv_algorithm, key=keys[1])
         self.conv_shortcut = (
             Conv2d(in_channels, out_channels, 1, **dtypes, key=keys[2]) if in_channels != out_channels else None
         )
@@ -174,9 +175,12 @@ class Upsample2D(eqx.Module):
         *,
         dtype: jnp.dtype | str | None = None,
         param_dtype: jnp.dtype | str | None = None,
+        conv_algorithm: str = "auto",
         key: PRNGKeyArray,
     ):
-        self.conv = Conv2d(channels, channels, 3, padding=1, dtype=dtype, param_dtype=param_dtype, key=key)
+        self.conv = Conv2d(
+            channels, channels, 3, padding=1, dtype=dtype, param_dtype=param_dtype, algorithm=conv_algorithm, key=key
+        )
 
     def __call__(self, x: Float[Array, "channels height width"]) -> Float[Array, "channels 2*height 2*width"]:
         return self.conv(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))

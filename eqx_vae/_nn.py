@@ -12,7 +12,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._config import CONV_ALGORITHMS
 from ._sharding_context import halo_pad, mean_over_bands
+from ._winograd import winograd_conv3x3
+
+# "auto" takes Winograd for 3x3 stride-1 convs with at least this many input and output channels, on CPU.
+WINOGRAD_MIN_CHANNELS = 64
 
 _ACTIVATIONS = {
     "silu": jax.nn.silu,
@@ -33,13 +38,20 @@ def _uniform(key: PRNGKeyArray, shape: tuple[int, ...], bound: float, dtype: jnp
 
 
 class Conv2d(eqx.Module):
-    """A 2D convolution over one `(channels, height, width)` image, weight OIHW as in PyTorch."""
+    """A 2D convolution over one `(channels, height, width)` image, weight OIHW as in PyTorch.
+
+    `algorithm`: "direct" is XLA's convolution; "winograd" computes a 3x3 stride-1 conv with Winograd F(2x2, 3x3)
+    (`eqx_vae._winograd`; other convs, and odd output sizes, stay direct); "auto" (the default) takes Winograd on the
+    CPU backend when both channel counts are at least `WINOGRAD_MIN_CHANNELS`, where it is faster, and direct
+    elsewhere. The choice is made when the call is traced.
+    """
 
     weight: Float[Array, "out_channels in_channels kernel_height kernel_width"]
     bias: Float[Array, " out_channels"]
     stride: int = eqx.field(static=True)
     padding: tuple[tuple[int, int], tuple[int, int]] = eqx.field(static=True)
     dtype: jnp.dtype = eqx.field(static=True)
+    algorithm: str = eqx.field(static=True)
 
     def __init__(
         self,
@@ -51,8 +63,11 @@ class Conv2d(eqx.Module):
         padding: int | tuple[tuple[int, int], tuple[int, int]] = 0,
         dtype: jnp.dtype | str | None = None,
         param_dtype: jnp.dtype | str | None = None,
+        algorithm: str = "auto",
         key: PRNGKeyArray,
     ):
+        if algorithm not in CONV_ALGORITHMS:
+            raise ValueError(f"conv algorithm {algorithm!r} is not one of {CONV_ALGORITHMS}")
         param_dtype = jnp.dtype(param_dtype or jnp.float32)
         weight_key, bias_key = jax.random.split(key)
         bound = 1 / math.sqrt(in_channels * kernel_size * kernel_size)  # PyTorch's default init
@@ -61,11 +76,24 @@ class Conv2d(eqx.Module):
         self.stride = stride
         self.padding = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
         self.dtype = jnp.dtype(dtype or jnp.float32)
+        self.algorithm = algorithm
+
+    def _winograd(self, padded_height: int, padded_width: int) -> bool:
+        out_channels, in_channels, kernel_height, kernel_width = self.weight.shape
+        if self.stride != 1 or (kernel_height, kernel_width) != (3, 3) or padded_height % 2 or padded_width % 2:
+            return False
+        if self.algorithm == "auto":
+            return jax.default_backend() == "cpu" and min(in_channels, out_channels) >= WINOGRAD_MIN_CHANNELS
+        return self.algorithm == "winograd"
 
     def __call__(
         self, x: Float[Array, "in_channels height width"]
     ) -> Float[Array, "out_channels out_height out_width"]:
         x, padding = halo_pad(x, self.padding)  # spatial sharding hook (issue 4): neighbours' rows replace zero rows
+        padded_height, padded_width = (size + sum(pad) for size, pad in zip(x.shape[1:], padding, strict=True))
+        if self._winograd(padded_height, padded_width):
+            out = winograd_conv3x3(jnp.pad(x.astype(self.dtype), ((0, 0), *padding)), self.weight.astype(self.dtype))
+            return out + self.bias.astype(self.dtype)[:, None, None]
         out = jax.lax.conv_general_dilated(
             x.astype(self.dtype)[None],
             self.weight.astype(self.dtype),
@@ -90,8 +118,11 @@ class Linear(eqx.Module):
         *,
         dtype: jnp.dtype | str | None = None,
         param_dtype: jnp.dtype | str | None = None,
+        algorithm: str = "auto",
         key: PRNGKeyArray,
     ):
+        if algorithm not in CONV_ALGORITHMS:
+            raise ValueError(f"conv algorithm {algorithm!r} is not one of {CONV_ALGORITHMS}")
         param_dtype = jnp.dtype(param_dtype or jnp.float32)
         weight_key, bias_key = jax.random.split(key)
         bound = 1 / math.sqrt(in_features)

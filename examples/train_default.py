@@ -83,12 +83,28 @@ def is_grey(image: np.ndarray) -> bool:
     return bool(np.array_equal(image[0], image[1]) and np.array_equal(image[1], image[2]))
 
 
-class CropSampler:
-    """Random square crops of a list of `(3, h, w)` images, picked with probability proportional to area."""
+def shift_colours(crop: np.ndarray, angle: float, saturation: float) -> np.ndarray:
+    """A `(3, h, w)` crop in [-1, 1] with its hue rotated by `angle` (radians) about the grey axis and its chroma
+    scaled by `saturation`, clipped to [-1, 1]. Grey pixels stay as they are."""
+    axis = np.full(3, 1 / np.sqrt(3))
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross  # Rodrigues
+    grey = crop.mean(axis=0, keepdims=True)
+    chroma = np.einsum("ij,jhw->ihw", rotation, crop - grey)
+    return np.clip(grey + saturation * chroma, -1.0, 1.0).astype(np.float32)
 
-    def __init__(self, images: list[np.ndarray], seed: int):
+
+class CropSampler:
+    """Random square crops of a list of `(3, h, w)` images, picked with probability proportional to area.
+
+    With `colour_jitter`, each crop also gets a random hue rotation and a saturation scale in [0.8, 1.5], so a few
+    colour pictures show the model every hue.
+    """
+
+    def __init__(self, images: list[np.ndarray], seed: int, colour_jitter: bool = False):
         self.images = images
         self.rng = np.random.default_rng(seed)
+        self.colour_jitter = colour_jitter
 
     def batch(self, size: int, crop: int) -> np.ndarray:
         """`(size, 3, crop, crop)` crops, each flipped left-right and upside-down with probability 1/2."""
@@ -105,26 +121,31 @@ class CropSampler:
                 crop_ = crop_[:, :, ::-1]
             if self.rng.random() < 0.5:
                 crop_ = crop_[:, ::-1, :]
+            if self.colour_jitter:
+                crop_ = shift_colours(crop_, self.rng.uniform(0, 2 * np.pi), self.rng.uniform(0.8, 1.5))
             crops[slot] = crop_
         return crops
 
 
-def loss_fn(model: eqx_vae.AutoencoderKL, images, key, kl_weight: float, mse_weight: float):
-    """L1 + mse_weight * MSE of the decoded posterior sample + kl_weight * summed KL; returns (loss, (l1, kl))."""
+def loss_fn(model: eqx_vae.AutoencoderKL, images, key, kl_weight: float, mse_weight: float, chroma_weight: float):
+    """Of the decoded posterior sample: L1 + mse_weight * MSE + chroma_weight * L1 of the chroma (each pixel minus
+    its channel mean) + kl_weight * summed KL; returns (loss, (l1, kl))."""
     posterior = jax.vmap(model.encode)(images)
     latents = posterior.sample(key)
     reconstructions = jax.vmap(model.decode)(latents)
-    l1 = jnp.mean(jnp.abs(reconstructions - images))
-    mse = jnp.mean(jnp.square(reconstructions - images))
+    error = reconstructions - images
+    l1 = jnp.mean(jnp.abs(error))
+    mse = jnp.mean(jnp.square(error))
+    chroma = jnp.mean(jnp.abs(error - jnp.mean(error, axis=1, keepdims=True)))
     kl = jnp.mean(posterior.kl())
-    return l1 + mse_weight * mse + kl_weight * kl, (l1, kl)
+    return l1 + mse_weight * mse + chroma_weight * chroma + kl_weight * kl, (l1, kl)
 
 
-def make_step(optimiser, kl_weight: float, mse_weight: float):
+def make_step(optimiser, kl_weight: float, mse_weight: float, chroma_weight: float):
     @eqx.filter_jit
     def step(model, opt_state, images, key):
         (loss, (l1, kl)), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(
-            model, images, key, kl_weight, mse_weight
+            model, images, key, kl_weight, mse_weight, chroma_weight
         )
         updates, opt_state = optimiser.update(grads, opt_state, eqx.filter(model, eqx.is_array))
         model = eqx.apply_updates(model, updates)
@@ -196,6 +217,10 @@ def main(argv=None):
         help="crop sides, used in turn; larger crops get fewer per step (same pixels per step as the first)",
     )
     parser.add_argument("--mse-weight", type=float, default=0.0, help="weight of an MSE term added to the L1 loss")
+    parser.add_argument(
+        "--chroma-weight", type=float, default=0.0, help="weight of an L1 term on the chroma (colour minus grey) error"
+    )
+    parser.add_argument("--colour-jitter", action="store_true", help="random hue rotation and saturation per crop")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--warmup-steps", type=int, default=50)
     parser.add_argument("--kl-weight", type=float, default=1e-6)
@@ -206,6 +231,9 @@ def main(argv=None):
     parser.add_argument("--stop-after", type=int, default=None, help="stop (and save) after this many steps")
     parser.add_argument("--colour-only", action="store_true", help="train only on the pictures that are not grey")
     parser.add_argument("--init", default=None, help="start from this checkpoint instead of random weights")
+    parser.add_argument(
+        "--norm-groups", type=int, default=None, help="GroupNorm groups (default: the --init model's, else the default)"
+    )
     args = parser.parse_args(argv)
 
     import optax
@@ -215,7 +243,7 @@ def main(argv=None):
         files = [f for f in files if not is_grey(read_image(f))]
     print(f"training on {len(files)} images: {', '.join(os.path.basename(f) for f in files)}")
     print(f"held out: {', '.join(HELD_OUT)}")
-    sampler = CropSampler([read_image(f) for f in files], args.seed)
+    sampler = CropSampler([read_image(f) for f in files], args.seed, args.colour_jitter)
     pixels_per_step = args.batch_size * args.crop[0] ** 2
     batch_sizes = {crop: max(1, round(pixels_per_step / crop**2)) for crop in args.crop}
     print("crops per step: " + ", ".join(f"{n} x {crop}px" for crop, n in batch_sizes.items()))
@@ -226,12 +254,14 @@ def main(argv=None):
         model = eqx_vae.from_pretrained(args.init, dtype="float32")
     else:
         model = eqx_vae.AutoencoderKL(default_config(), key=model_key)
+    if args.norm_groups is not None:  # the same weights, normalised in other groups
+        model = eqx_vae.with_config(model, model.config.replace(norm_num_groups=args.norm_groups))
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, args.learning_rate, args.warmup_steps, args.steps, end_value=args.learning_rate * 0.02
     )
     optimiser = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
     opt_state = optimiser.init(eqx.filter(model, eqx.is_array))
-    step = make_step(optimiser, args.kl_weight, args.mse_weight)
+    step = make_step(optimiser, args.kl_weight, args.mse_weight, args.chroma_weight)
     parameters = sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array)))
     print(f"parameters: {parameters:,}")
 

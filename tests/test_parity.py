@@ -1,4 +1,9 @@
-"""Float32 parity with diffusers' PyTorch AutoencoderKL (random weights, perturbed norms and biases)."""
+"""Float32 parity with diffusers' PyTorch AutoencoderKL (random weights, perturbed norms and biases).
+
+Each output is checked against diffusers run in float32 and, as the exact answer, the same diffusers model in float64.
+"""
+
+import copy
 
 import numpy as np
 import pytest
@@ -28,52 +33,67 @@ CASES = {
     "non_square_72x40": (tiny_config(), (1, 3, 72, 40)),
     "odd_33x47": (tiny_config(), (2, 3, 33, 47)),
     "single_level": (tiny_config(block_out_channels=(16,)), (1, 3, 9, 7)),
+    # 64 channels and more: conv_algorithm="auto" takes Winograd on CPU for the 3x3 convs.
+    "channels_64_128": (tiny_config(block_out_channels=(64, 128), norm_num_groups=32), (1, 3, 24, 16)),
 }
+# The same weights with every eligible 3x3 conv forced through Winograd F(2x2, 3x3) (odd sizes fall back to direct).
+WINOGRAD_CASES = ("sd_like", "layers_2", "groups_4", "non_square_72x40", "odd_33x47", "no_mid_attention")
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
+@pytest.fixture(scope="module", params=sorted(CASES) + [f"{name}:winograd" for name in WINOGRAD_CASES])
 def pair(request, tmp_path_factory):
-    """(ours, diffusers', input): the same random weights, loaded through save_pretrained -> from_pretrained."""
-    config, shape = CASES[request.param]
-    reference = random_diffusers_vae(config, seed=len(request.param))
-    directory = tmp_path_factory.mktemp(request.param)
+    """(ours, diffusers', input): the same random weights, loaded through save_pretrained -> from_pretrained.
+
+    `diffusers'` is a function running the diffusers model on numpy inputs in float32 and in float64."""
+    name, _, algorithm = request.param.partition(":")
+    config, shape = CASES[name]
+    reference = random_diffusers_vae(config, seed=len(name))
+    directory = tmp_path_factory.mktemp(name)
     reference.save_pretrained(directory)
     ours = eqx_vae.from_pretrained(directory)
-    return ours, reference, random_images(shape, seed=1)
+    if algorithm:
+        ours = eqx_vae.with_config(ours, ours.config.replace(conv_algorithm=algorithm))
+    reference64 = copy.deepcopy(reference).double()
+
+    def run(method, array):
+        """(float32 result, float64 result) of `method(model, input)` on both copies of the diffusers model."""
+        with torch.no_grad():
+            results = [
+                method(model, torch.from_numpy(np.array(array, dtype)))
+                for model, dtype in ((reference, np.float32), (reference64, np.float64))
+            ]
+        return tuple(result.numpy() for result in results)
+
+    return ours, run, random_images(shape, seed=1)
 
 
 def test_encode_matches_diffusers(pair):
-    ours, reference, images = pair
+    ours, run, images = pair
     posterior = eqx_vae.encode(ours, images)
-    with torch.no_grad():
-        expected = reference.encode(to_torch(images)).latent_dist
-    assert_close_to_reference(posterior.mean, expected.mean.numpy(), what="mean")
-    assert_close_to_reference(posterior.logvar, expected.logvar.numpy(), what="logvar")
-    assert_close_to_reference(posterior.std, expected.std.numpy(), what="std")
+    for name in ("mean", "logvar", "std"):
+        expected, exact = run(lambda model, x, name=name: getattr(model.encode(x).latent_dist, name), images)
+        assert_close_to_reference(getattr(posterior, name), expected, exact=exact, what=name)
 
 
 def test_decode_matches_diffusers(pair):
-    ours, reference, images = pair
+    ours, run, images = pair
     config = ours.config
     latent_shape = (images.shape[0], config.latent_channels, 5, 6)
     latents = random_images(latent_shape, seed=2) * 2
-    with torch.no_grad():
-        expected = reference.decode(to_torch(latents)).sample.numpy()
-    assert_close_to_reference(eqx_vae.decode(ours, latents), expected, what="decode")
+    expected, exact = run(lambda model, z: model.decode(z).sample, latents)
+    assert_close_to_reference(eqx_vae.decode(ours, latents), expected, exact=exact, what="decode")
 
 
 def test_forward_matches_diffusers(pair):
-    ours, reference, images = pair
-    with torch.no_grad():
-        expected = reference(to_torch(images)).sample.numpy()
-    assert_close_to_reference(eqx_vae.reconstruct(ours, images), expected, what="forward")
+    ours, run, images = pair
+    expected, exact = run(lambda model, x: model(x).sample, images)
+    assert_close_to_reference(eqx_vae.reconstruct(ours, images), expected, exact=exact, what="forward")
 
 
 def test_module_call_is_single_example(pair):
-    ours, reference, images = pair
-    with torch.no_grad():
-        expected = reference(to_torch(images[:1])).sample.numpy()[0]
-    assert_close_to_reference(ours(images[0]), expected, what="AutoencoderKL.__call__")
+    ours, run, images = pair
+    expected, exact = run(lambda model, x: model(x).sample, images[:1])
+    assert_close_to_reference(ours(images[0]), expected[0], exact=exact[0], what="AutoencoderKL.__call__")
 
 
 def test_sizes_follow_diffusers():

@@ -1,0 +1,95 @@
+"""Winograd F(2x2, 3x3) convolution against a direct convolution in float64, and where "auto" uses it."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import eqx_vae
+from eqx_vae._winograd import winograd_conv3x3
+
+
+def _direct(x, weight, padding=((0, 0), (0, 0))):
+    return jax.lax.conv_general_dilated(
+        x[None],
+        weight,
+        (1, 1),
+        padding,
+        dimension_numbers=("NCHW", "OIHW", "NCHW"),
+        precision=jax.lax.Precision.HIGHEST,
+    )[0]
+
+
+def _float64_reference(x, weight):
+    """A valid 3x3 correlation in numpy float64, written as the sum over the 9 taps."""
+    x, weight = np.asarray(x, np.float64), np.asarray(weight, np.float64)
+    height, width = x.shape[1] - 2, x.shape[2] - 2
+    out = np.zeros((weight.shape[0], height, width))
+    for i in range(3):
+        for j in range(3):
+            out += np.einsum("oc,chw->ohw", weight[:, :, i, j], x[:, i : i + height, j : j + width])
+    return out
+
+
+@pytest.mark.parametrize("shape", [(5, 8, 12), (3, 6, 6), (16, 10, 4)])
+def test_winograd_matches_float64_convolution(shape):
+    channels, height, width = shape
+    key_x, key_w = jax.random.split(jax.random.key(channels))
+    x = jax.random.normal(key_x, (channels, height + 2, width + 2))
+    weight = jax.random.normal(key_w, (7, channels, 3, 3)) / np.sqrt(9 * channels)
+    reference = _float64_reference(x, weight)
+    ours = np.asarray(winograd_conv3x3(x, weight))
+    direct = np.asarray(_direct(x, weight))
+    assert ours.shape == reference.shape == (7, height, width)
+    scale = np.abs(reference).max()
+    # As close to the exact result as XLA's own float32 convolution is (both well under 1e-5 of the scale).
+    assert np.abs(ours - reference).max() <= max(2 * np.abs(direct - reference).max(), 1e-6 * scale)
+    assert np.abs(ours - reference).max() < 1e-5 * scale
+
+
+def test_winograd_gradients_match_direct():
+    key_x, key_w, key_t = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(key_x, (4, 10, 8))
+    weight = jax.random.normal(key_w, (6, 4, 3, 3))
+    target = jax.random.normal(key_t, (6, 8, 6))
+
+    def loss(conv, x, weight):
+        return jnp.sum(jnp.sin(conv(x, weight)) * target)
+
+    ours = jax.grad(loss, argnums=(1, 2))(winograd_conv3x3, x, weight)
+    direct = jax.grad(loss, argnums=(1, 2))(_direct, x, weight)
+    for a, b in zip(ours, direct, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+
+
+def _conv(channels, algorithm, **kwargs):
+    return eqx_vae.Conv2d(channels, channels, 3, padding=1, algorithm=algorithm, key=jax.random.key(1), **kwargs)
+
+
+@pytest.mark.parametrize("size", [(8, 6), (7, 9), (8, 5)])
+def test_conv2d_winograd_equals_direct_including_odd_sizes(size):
+    x = jax.random.normal(jax.random.key(2), (3, *size))
+    winograd, direct = _conv(3, "winograd"), _conv(3, "direct")
+    np.testing.assert_allclose(winograd(x), direct(x), rtol=1e-5, atol=1e-5)
+
+
+def _primitives(conv, x):
+    return {equation.primitive.name for equation in jax.make_jaxpr(conv)(x).eqns}
+
+
+def test_auto_uses_winograd_for_wide_convs_on_cpu_only():
+    assert jax.default_backend() == "cpu"
+    wide, narrow = jnp.zeros((64, 8, 8)), jnp.zeros((32, 8, 8))
+    assert "conv_general_dilated" not in _primitives(_conv(64, "auto"), wide)
+    assert "dot_general" in _primitives(_conv(64, "auto"), wide)
+    assert "conv_general_dilated" in _primitives(_conv(32, "auto"), narrow)
+    assert "conv_general_dilated" in _primitives(_conv(64, "direct"), wide)
+    strided = eqx_vae.Conv2d(64, 64, 3, stride=2, padding=1, algorithm="winograd", key=jax.random.key(0))
+    assert "conv_general_dilated" in _primitives(strided, wide)
+
+
+def test_unknown_algorithm_is_refused():
+    with pytest.raises(ValueError, match="conv algorithm 'fft'"):
+        _conv(4, "fft")
+    with pytest.raises(ValueError, match="conv_algorithm='fft'"):
+        eqx_vae.AutoencoderKLConfig(conv_algorithm="fft")
