@@ -56,6 +56,11 @@ for devices in (2, 4, 8):
     close(posterior.logvar, reference_posterior.logvar, f"spatial encode logvar, {devices} devices")
     close(eqx_vae.spatial_decode(model, latents, mesh(devices)), reference_images, f"spatial decode, {devices} devices")
 
+# Winograd convs inside bands: 2 devices give even bands (8 latent rows -> 4 per band; 16 image rows -> 8 per band).
+winograd = eqx_vae.with_config(model, model.config.replace(conv_algorithm="winograd"))
+close(eqx_vae.spatial_decode(winograd, latents, mesh(2)), reference_images, "spatial decode, Winograd convs")
+close(eqx_vae.spatial_encode(winograd, images, mesh(2)).mean, reference_posterior.mean, "spatial encode, Winograd")
+
 # Spatial x data parallel on a 2x4 mesh, and the memory-efficient attention path inside bands.
 grid = mesh(8, "data", "spatial", shape=(2, 4))
 close(

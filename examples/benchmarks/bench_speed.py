@@ -80,9 +80,10 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
-def measure_memory(framework: str, op: str, size: int, dtype: str, directory: str) -> dict:
+def measure_memory(framework: str, op: str, size: int, dtype: str, directory: str, conv_algorithm: str) -> dict:
     """Runs bench_speed_memory.py in a fresh process; returns its JSON (RSS in MiB, XLA memory analysis)."""
-    command = [sys.executable, os.path.join(HERE, "bench_speed_memory.py"), framework, op, str(size), dtype, directory]
+    script = os.path.join(HERE, "bench_speed_memory.py")
+    command = [sys.executable, script, framework, op, str(size), dtype, directory, conv_algorithm]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
         return {"error": result.stderr.strip().splitlines()[-1:] or ["failed"]}
@@ -99,7 +100,8 @@ def bench_one(args, reference_fp32, directory: str, size: int, dtype: str) -> li
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     reference = copy.deepcopy(reference_fp32).to(torch_dtype)  # Module.to is in place
     ours = eqx_vae.from_pretrained(directory, dtype=dtype)
-    ours_fp32 = ours if dtype == "float32" else eqx_vae.from_pretrained(directory)
+    ours = eqx_vae.with_config(ours, ours.config.replace(conv_algorithm=args.conv_algorithm))
+    ours_fp32 = ours if dtype == "float32" else eqx_vae.from_pretrained(directory)  # the default algorithm
     latent = size // 8
     rng = np.random.default_rng(size)
     inputs = {
@@ -172,8 +174,8 @@ def bench_one(args, reference_fp32, directory: str, size: int, dtype: str) -> li
                 ).numpy()
             row["torch_psnr_vs_torch_fp32_db"] = psnr(out_torch, torch_fp32)
         if args.memory:
-            row["memory_ours"] = measure_memory("ours", op, size, dtype, directory)
-            row["memory_torch"] = measure_memory("torch", op, size, dtype, directory)
+            row["memory_ours"] = measure_memory("ours", op, size, dtype, directory, args.conv_algorithm)
+            row["memory_torch"] = measure_memory("torch", op, size, dtype, directory, args.conv_algorithm)
         rows.append(row)
         print(format_row(row), flush=True)
     return rows
@@ -213,6 +215,9 @@ def main(argv=None) -> None:
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory subprocesses")
     parser.add_argument("--compile-cache", default=None, help="directory for JAX's persistent compilation cache")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--conv-algorithm", default="auto", choices=["auto", "direct", "winograd"], help="eqx_vae's 3x3 conv algorithm"
+    )
     parser.add_argument("--out", default=None, help="write all figures (and the raw times) to this JSON file")
     args = parser.parse_args(argv)
 

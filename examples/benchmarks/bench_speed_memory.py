@@ -1,6 +1,6 @@
 """Peak memory of one encode or decode call, measured in a fresh process (used by bench_speed.py).
 
-    python bench_speed_memory.py {ours,torch} {encode,decode} SIZE {float32,bfloat16} MODEL_DIR
+    python bench_speed_memory.py {ours,torch} {encode,decode} SIZE {float32,bfloat16} MODEL_DIR [CONV_ALGORITHM]
 
 Prints one JSON line: the RSS high-water mark (MiB) after loading the model and after the call, and, for eqx_vae,
 XLA's `memory_analysis` of the compiled function (temp buffers, arguments, outputs).
@@ -23,6 +23,7 @@ def rss_high_water_mib() -> float:
 
 def main() -> None:
     framework, op, size, dtype, directory = sys.argv[1:6]
+    conv_algorithm = sys.argv[6] if len(sys.argv) > 6 else "auto"
     size = int(size)
     shape = (1, 3, size, size) if op == "encode" else (1, 4, size // 8, size // 8)
     x_np = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -34,6 +35,7 @@ def main() -> None:
         import eqx_vae
 
         model = eqx_vae.from_pretrained(directory, dtype=dtype)
+        model = eqx_vae.with_config(model, model.config.replace(conv_algorithm=conv_algorithm))
         x = jnp.asarray(x_np, dtype=dtype)
         result["loaded_rss_mib"] = rss_high_water_mib()
         run = eqx_vae.encode if op == "encode" else eqx_vae.decode
