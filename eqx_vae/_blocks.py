@@ -61,7 +61,7 @@ class DownEncoderBlock2D(eqx.Module):
         add_downsample: bool,
         dtype: jnp.dtype | str | None = None,
         param_dtype: jnp.dtype | str | None = None,
-        conv_algorithm: str = "auto",
+        conv_algorithm: str = "direct",
         key: PRNGKeyArray,
     ):
         resnet_key, down_key = jax.random.split(key)
@@ -97,7 +97,7 @@ class UpDecoderBlock2D(eqx.Module):
         add_upsample: bool,
         dtype: jnp.dtype | str | None = None,
         param_dtype: jnp.dtype | str | None = None,
-        conv_algorithm: str = "auto",
+        conv_algorithm: str = "direct",
         key: PRNGKeyArray,
     ):
         resnet_key, up_key = jax.random.split(key)
@@ -134,7 +134,7 @@ class UNetMidBlock2D(eqx.Module):
         heads: int = 1,
         dtype: jnp.dtype | str | None = None,
         param_dtype: jnp.dtype | str | None = None,
-        conv_algorithm: str = "auto",
+        conv_algorithm: str = "direct",
         key: PRNGKeyArray,
     ):
         resnet_key, attention_key = jax.random.split(key)

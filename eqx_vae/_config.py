@@ -12,7 +12,7 @@ DOWN_BLOCK_TYPES = ("DownEncoderBlock2D",)
 UP_BLOCK_TYPES = ("UpDecoderBlock2D",)
 ACTIVATIONS = ("silu", "swish", "mish", "gelu", "relu")
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
-CONV_ALGORITHMS = ("auto", "direct", "winograd")
+CONV_ALGORITHMS = ("direct", "winograd")
 
 # Our fields that diffusers' AutoencoderKL does not have; they are not written to config.json.
 OWN_FIELDS = ("dtype", "param_dtype", "gradient_checkpointing", "conv_algorithm")
@@ -65,8 +65,8 @@ class AutoencoderKLConfig:
     param_dtype: Any = "float32"
     # Ours, not written to config.json: rematerialise encoder/decoder blocks when differentiating (eqx_vae._remat).
     gradient_checkpointing: bool = False
-    # Ours, not written to config.json: how 3x3 convs are computed, "auto" | "direct" | "winograd" (eqx_vae._nn.Conv2d).
-    conv_algorithm: str = "auto"
+    # Ours, not written to config.json: how 3x3 convs are computed, "direct" | "winograd" (eqx_vae._nn.Conv2d).
+    conv_algorithm: str = "direct"
 
     def __post_init__(self):
         for field in ("down_block_types", "up_block_types", "block_out_channels", "latents_mean", "latents_std"):

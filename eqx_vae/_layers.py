@@ -43,7 +43,7 @@ class ResnetBlock2D(eqx.Module):
         dropout: float = 0.0,
         dtype: jnp.dtype | str | None = None,
         param_dtype: jnp.dtype | str | None = None,
-        conv_algorithm: str = "auto",
+        conv_algorithm: str = "direct",
         key: PRNGKeyArray,
     ):
         keys = jax.random.split(key, 3)
@@ -175,7 +175,7 @@ class Upsample2D(eqx.Module):
         *,
         dtype: jnp.dtype | str | None = None,
         param_dtype: jnp.dtype | str | None = None,
-        conv_algorithm: str = "auto",
+        conv_algorithm: str = "direct",
         key: PRNGKeyArray,
     ):
         self.conv = Conv2d(

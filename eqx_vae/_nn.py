@@ -16,9 +16,6 @@ from ._config import CONV_ALGORITHMS
 from ._sharding_context import halo_pad, mean_over_bands
 from ._winograd import winograd_conv3x3
 
-# "auto" takes Winograd for 3x3 stride-1 convs with at least this many input and output channels, on CPU.
-WINOGRAD_MIN_CHANNELS = 64
-
 _ACTIVATIONS = {
     "silu": jax.nn.silu,
     "swish": jax.nn.silu,
@@ -40,10 +37,9 @@ def _uniform(key: PRNGKeyArray, shape: tuple[int, ...], bound: float, dtype: jnp
 class Conv2d(eqx.Module):
     """A 2D convolution over one `(channels, height, width)` image, weight OIHW as in PyTorch.
 
-    `algorithm`: "direct" is XLA's convolution; "winograd" computes a 3x3 stride-1 conv with Winograd F(2x2, 3x3)
-    (`eqx_vae._winograd`; other convs, and odd output sizes, stay direct); "auto" (the default) takes Winograd on the
-    CPU backend when both channel counts are at least `WINOGRAD_MIN_CHANNELS`, where it is faster, and direct
-    elsewhere. The choice is made when the call is traced.
+    `algorithm`: "direct" (the default) is XLA's convolution; "winograd" computes a 3x3 stride-1 conv with Winograd
+    F(2x2, 3x3) (`eqx_vae._winograd`: fewer multiplies, a longer compile); other convs, and odd output sizes, stay
+    direct.
     """
 
     weight: Float[Array, "out_channels in_channels kernel_height kernel_width"]
@@ -63,7 +59,7 @@ class Conv2d(eqx.Module):
         padding: int | tuple[tuple[int, int], tuple[int, int]] = 0,
         dtype: jnp.dtype | str | None = None,
         param_dtype: jnp.dtype | str | None = None,
-        algorithm: str = "auto",
+        algorithm: str = "direct",
         key: PRNGKeyArray,
     ):
         if algorithm not in CONV_ALGORITHMS:
@@ -79,12 +75,9 @@ class Conv2d(eqx.Module):
         self.algorithm = algorithm
 
     def _winograd(self, padded_height: int, padded_width: int) -> bool:
-        out_channels, in_channels, kernel_height, kernel_width = self.weight.shape
-        if self.stride != 1 or (kernel_height, kernel_width) != (3, 3) or padded_height % 2 or padded_width % 2:
-            return False
-        if self.algorithm == "auto":
-            return jax.default_backend() == "cpu" and min(in_channels, out_channels) >= WINOGRAD_MIN_CHANNELS
-        return self.algorithm == "winograd"
+        kernel_size = self.weight.shape[2:]
+        even = padded_height % 2 == 0 and padded_width % 2 == 0
+        return self.algorithm == "winograd" and self.stride == 1 and kernel_size == (3, 3) and even
 
     def __call__(
         self, x: Float[Array, "in_channels height width"]
@@ -118,11 +111,8 @@ class Linear(eqx.Module):
         *,
         dtype: jnp.dtype | str | None = None,
         param_dtype: jnp.dtype | str | None = None,
-        algorithm: str = "auto",
         key: PRNGKeyArray,
     ):
-        if algorithm not in CONV_ALGORITHMS:
-            raise ValueError(f"conv algorithm {algorithm!r} is not one of {CONV_ALGORITHMS}")
         param_dtype = jnp.dtype(param_dtype or jnp.float32)
         weight_key, bias_key = jax.random.split(key)
         bound = 1 / math.sqrt(in_features)

@@ -5,8 +5,9 @@ positions are 16 independent `(pixels/4, C_in) @ (C_in, C_out)` matmuls; `A^T m 
 output block. The arithmetic is the convolution's, reordered: in float32 it agrees with a direct convolution to
 about 1e-6 relative (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2015).
 
-On XLA's CPU backend the matmuls run at about the rate of its convolutions, so the SD VAE's 3x3 convolutions get
-faster; GPUs' convolution libraries already choose their own algorithms, so `Conv2d` uses this on CPU only.
+Opt-in (`AutoencoderKLConfig(conv_algorithm="winograd")`): on XLA's CPU backend the matmuls run at about the rate of
+its convolutions, so an SD-size decode gets faster, but it compiles several times longer and needs more memory
+(figures in the README's Performance section).
 """
 
 import jax.numpy as jnp

@@ -27,6 +27,13 @@ pictures (14.2 / 16.3 dB): GroupNorm statistics of a 64-px crop are not those of
 mid-block attention changed little (13.7-16.8 dB), so it was not the attention. Held-out PSNR after each stage
 (astronaut / coffee): 14.19 / 16.32, 17.82 / 19.03, 18.54 / 19.19 dB.
 
+Tried and not shipped (2026-11-28): continuing from the shipped model with `--norm-groups 8 --colour-jitter
+--chroma-weight 1` (all 24 pictures, learning rate 5e-4) made it worse for the 500 steps it ran: held-out PSNR 14.7 /
+14.7 dB (astronaut / coffee) and even less colour. A suspect for the lost colour, untested: the last level's 32
+channels sit in 32 GroupNorm groups, so each channel is normalised on its own (instance norm), which removes each
+channel's mean over the picture. A fresh run with 8 groups (SD has 4 channels per group there) is the next thing to
+try, given more than one session of CPU time.
+
 `--init FOLDER` continues from a checkpoint (fresh adam state and schedule).
 
 Every `--checkpoint-every` steps the model is saved (atomically) to `--output`, so an interrupted run still leaves

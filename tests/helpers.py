@@ -56,8 +56,9 @@ def to_torch(array):
 def assert_close_to_reference(ours, reference, *, exact=None, tol: float = 1e-5, what: str = "output") -> None:
     """max |ours - reference| <= tol * max(1, max |reference|): float32 parity, relative where values are large.
 
-    With `exact` (the same diffusers model run in float64), ours must be within tol of `exact`, and within 2 tol of
-    diffusers' float32 `reference`, which is itself up to about tol away from `exact` in deep configs.
+    With `exact` (the same diffusers model run in float64), ours must be as close to `exact` as tol, or as 1.5 times
+    diffusers' own float32 error, whichever is larger (deep configs put diffusers' float32 about 1e-5 from float64),
+    and within 2 tol of diffusers' float32 `reference`.
     """
     ours = np.asarray(ours, dtype=np.float64)
     reference = np.asarray(reference, dtype=np.float64)
@@ -67,8 +68,10 @@ def assert_close_to_reference(ours, reference, *, exact=None, tol: float = 1e-5,
     if exact is None:
         assert error <= tol * scale, f"{what}: max abs error {error:.3e} > {tol:.0e} * {scale:.3g}"
         return
-    exact_error = float(np.abs(ours - np.asarray(exact, dtype=np.float64)).max())
-    assert exact_error <= tol * scale, f"{what}: max abs error to float64 {exact_error:.3e} > {tol:.0e} * {scale:.3g}"
+    exact = np.asarray(exact, dtype=np.float64)
+    exact_error = float(np.abs(ours - exact).max())
+    bound = max(tol * scale, 1.5 * float(np.abs(reference - exact).max()))
+    assert exact_error <= bound, f"{what}: max abs error to float64 {exact_error:.3e} > {bound:.3e}"
     assert error <= 2 * tol * scale, f"{what}: max abs error to float32 {error:.3e} > 2 * {tol:.0e} * {scale:.3g}"
 
 

@@ -33,11 +33,10 @@ CASES = {
     "non_square_72x40": (tiny_config(), (1, 3, 72, 40)),
     "odd_33x47": (tiny_config(), (2, 3, 33, 47)),
     "single_level": (tiny_config(block_out_channels=(16,)), (1, 3, 9, 7)),
-    # 64 channels and more: conv_algorithm="auto" takes Winograd on CPU for the 3x3 convs.
     "channels_64_128": (tiny_config(block_out_channels=(64, 128), norm_num_groups=32), (1, 3, 24, 16)),
 }
 # The same weights with every eligible 3x3 conv forced through Winograd F(2x2, 3x3) (odd sizes fall back to direct).
-WINOGRAD_CASES = ("sd_like", "layers_2", "groups_4", "non_square_72x40", "odd_33x47", "no_mid_attention")
+WINOGRAD_CASES = ("sd_like", "layers_2", "groups_4", "non_square_72x40", "odd_33x47", "channels_64_128")
 
 
 @pytest.fixture(scope="module", params=sorted(CASES) + [f"{name}:winograd" for name in WINOGRAD_CASES])

@@ -1,4 +1,4 @@
-"""Winograd F(2x2, 3x3) convolution against a direct convolution in float64, and where "auto" uses it."""
+"""Winograd F(2x2, 3x3) convolution against a direct convolution in float64, and which convs use it."""
 
 import jax
 import jax.numpy as jnp
@@ -77,15 +77,19 @@ def _primitives(conv, x):
     return {equation.primitive.name for equation in jax.make_jaxpr(conv)(x).eqns}
 
 
-def test_auto_uses_winograd_for_wide_convs_on_cpu_only():
-    assert jax.default_backend() == "cpu"
-    wide, narrow = jnp.zeros((64, 8, 8)), jnp.zeros((32, 8, 8))
-    assert "conv_general_dilated" not in _primitives(_conv(64, "auto"), wide)
-    assert "dot_general" in _primitives(_conv(64, "auto"), wide)
-    assert "conv_general_dilated" in _primitives(_conv(32, "auto"), narrow)
-    assert "conv_general_dilated" in _primitives(_conv(64, "direct"), wide)
-    strided = eqx_vae.Conv2d(64, 64, 3, stride=2, padding=1, algorithm="winograd", key=jax.random.key(0))
-    assert "conv_general_dilated" in _primitives(strided, wide)
+def test_winograd_only_where_asked_and_possible():
+    x = jnp.zeros((4, 8, 8))
+    assert "conv_general_dilated" in _primitives(eqx_vae.Conv2d(4, 4, 3, padding=1, key=jax.random.key(0)), x)
+    assert "conv_general_dilated" in _primitives(_conv(4, "direct"), x)
+    winograd = _primitives(_conv(4, "winograd"), x)
+    assert "dot_general" in winograd and "conv_general_dilated" not in winograd
+    strided = eqx_vae.Conv2d(4, 4, 3, stride=2, padding=1, algorithm="winograd", key=jax.random.key(0))
+    assert "conv_general_dilated" in _primitives(strided, x)
+    assert "conv_general_dilated" in _primitives(_conv(4, "winograd"), jnp.zeros((4, 7, 8)))  # odd: direct
+    config = eqx_vae.AutoencoderKLConfig(block_out_channels=(8,), norm_num_groups=4, conv_algorithm="winograd")
+    model = eqx_vae.AutoencoderKL(config, key=jax.random.key(0))
+    assert model.decoder.up_blocks[0].resnets[0].conv1.algorithm == "winograd"
+    assert model.decoder.conv_in.algorithm == model.encoder.conv_out.algorithm == "winograd"
 
 
 def test_unknown_algorithm_is_refused():

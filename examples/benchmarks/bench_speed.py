@@ -101,7 +101,7 @@ def bench_one(args, reference_fp32, directory: str, size: int, dtype: str) -> li
     reference = copy.deepcopy(reference_fp32).to(torch_dtype)  # Module.to is in place
     ours = eqx_vae.from_pretrained(directory, dtype=dtype)
     ours = eqx_vae.with_config(ours, ours.config.replace(conv_algorithm=args.conv_algorithm))
-    ours_fp32 = ours if dtype == "float32" else eqx_vae.from_pretrained(directory)  # the default algorithm
+    ours_fp32 = ours if dtype == "float32" else eqx_vae.from_pretrained(directory)  # direct convs
     latent = size // 8
     rng = np.random.default_rng(size)
     inputs = {
@@ -216,7 +216,7 @@ def main(argv=None) -> None:
     parser.add_argument("--compile-cache", default=None, help="directory for JAX's persistent compilation cache")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--conv-algorithm", default="auto", choices=["auto", "direct", "winograd"], help="eqx_vae's 3x3 conv algorithm"
+        "--conv-algorithm", default="direct", choices=["direct", "winograd"], help="eqx_vae's 3x3 conv algorithm"
     )
     parser.add_argument("--out", default=None, help="write all figures (and the raw times) to this JSON file")
     args = parser.parse_args(argv)

@@ -23,7 +23,7 @@ def rss_high_water_mib() -> float:
 
 def main() -> None:
     framework, op, size, dtype, directory = sys.argv[1:6]
-    conv_algorithm = sys.argv[6] if len(sys.argv) > 6 else "auto"
+    conv_algorithm = sys.argv[6] if len(sys.argv) > 6 else "direct"
     size = int(size)
     shape = (1, 3, size, size) if op == "encode" else (1, 4, size // 8, size // 8)
     x_np = np.random.default_rng(0).standard_normal(shape).astype(np.float32)

@@ -21,8 +21,9 @@ def plot(json_paths: list[str], png_path: str) -> None:
     for json_path in json_paths:
         with open(json_path) as file:
             results = json.load(file)
-        rows.extend(results["rows"])
-    labels = [f"{row['op']}\n{row['size']}px {row['dtype']}" for row in rows]
+        algorithm = results.get("args", {}).get("conv_algorithm", "direct")
+        rows.extend(dict(row, conv_algorithm=algorithm) for row in results["rows"])
+    labels = [f"{row['op']}\n{row['size']}px {row['dtype']}\n{row['conv_algorithm']} convs" for row in rows]
     positions = range(len(rows))
     width = 0.38
     figure, axis = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4.2))
