@@ -2,6 +2,7 @@
 
     python examples/benchmarks/parity_report.py            # tiny configs + the SD-size config at 64x64
     python examples/benchmarks/parity_report.py --size 256 # SD-size at 256x256 (slow on CPU)
+    python examples/benchmarks/parity_report.py --conv-algorithm winograd
 
 Random weights with perturbed norms and biases, float32, CPU. Needs the `test` extra (torch, diffusers).
 """
@@ -22,11 +23,12 @@ from helpers import random_diffusers_vae, random_images, tiny_config, to_torch  
 SD_SIZE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32)
 
 
-def compare(name: str, config: eqx_vae.AutoencoderKLConfig, shape: tuple[int, ...]) -> dict:
+def compare(name: str, config: eqx_vae.AutoencoderKLConfig, shape: tuple[int, ...], conv_algorithm: str) -> dict:
     reference = random_diffusers_vae(config)
     with tempfile.TemporaryDirectory() as directory:
         reference.save_pretrained(directory)
         ours = eqx_vae.from_pretrained(directory)
+    ours = eqx_vae.with_config(ours, ours.config.replace(conv_algorithm=conv_algorithm))
     images = random_images(shape, seed=1)
     factor = config.downsampling_factor
     latents = random_images((shape[0], config.latent_channels, shape[2] // factor, shape[3] // factor), seed=2)
@@ -52,6 +54,7 @@ def compare(name: str, config: eqx_vae.AutoencoderKLConfig, shape: tuple[int, ..
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=64, help="image side for the SD-size config")
+    parser.add_argument("--conv-algorithm", default="direct", choices=["direct", "winograd"])
     args = parser.parse_args()
     torch.set_num_threads(2)
     cases = [
@@ -72,7 +75,7 @@ def main() -> None:
     print("| case | mean | logvar | decode | forward | max abs of reference (decode) |")
     print("|---|---|---|---|---|---|")
     for name, config, shape in cases:
-        r = compare(name, config, shape)
+        r = compare(name, config, shape, args.conv_algorithm)
         print(
             f"| {name} | {r['mean']:.2e} | {r['logvar']:.2e} | {r['decode']:.2e} | {r['forward']:.2e} | "
             f"{r['decode_scale']:.3g} |",

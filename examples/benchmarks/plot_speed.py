@@ -1,6 +1,6 @@
 """Bar chart of bench_speed.py's JSON: median seconds per call, eqx_vae next to diffusers torch.
 
-    python examples/benchmarks/plot_speed.py speed_256.json [speed_512.json ...] examples/benchmarks/speed.png
+    python examples/benchmarks/plot_speed.py direct.json [winograd.json ...] examples/benchmarks/speed.png
 
 Needs matplotlib (`pip install matplotlib`).
 """
