@@ -89,34 +89,14 @@ def conv_nchw_upcast(x, w):  # bf16 storage, float32 arithmetic
     return conv_nchw(x.astype(jnp.float32), w.astype(jnp.float32)).astype(x.dtype)
 
 
-_WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)
+def conv_winograd(x, w):  # eqx_vae's opt-in Winograd F(2x2, 3x3): 16 (H*W/4, C) @ (C, O) dots
+    from eqx_vae._winograd import winograd_conv3x3
 
-
-def _winograd_input_rows(d):  # B^T d along one axis of a 4-tap window (Winograd F(2, 3))
-    return [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
-
-
-def _winograd_output_rows(m):  # A^T m along one axis
-    return [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
-
-
-def conv_winograd_nhwc(x, w):  # Winograd F(2x2, 3x3): 16 (H*W/4, C) @ (C, O) dots, 2.25x fewer multiplies
-    h, wd, c = x.shape
-    h2, w2 = h // 2, wd // 2
-    q = jnp.pad(x, ((1, 1), (1, 1), (0, 0))).reshape(h2 + 1, 2, w2 + 1, 2, c)  # q[i, r] = padded[2i + r]
-    taps = [[q[a // 2 : a // 2 + h2, a % 2, b // 2 : b // 2 + w2, b % 2] for b in range(4)] for a in range(4)]
-    rows = [_winograd_input_rows([taps[a][b] for a in range(4)]) for b in range(4)]
-    v = [_winograd_input_rows([rows[b][k] for b in range(4)]) for k in range(4)]
-    u = jnp.einsum("ka,ocab,lb->klco", _WINOGRAD_G, w, _WINOGRAD_G)
-    m = [[jnp.dot(v[k][j].reshape(-1, c), u[k, j]).reshape(h2, w2, -1) for j in range(4)] for k in range(4)]
-    half = [_winograd_output_rows(m[k]) for k in range(4)]  # half[k][j]
-    y = [_winograd_output_rows([half[k][j] for k in range(4)]) for j in range(2)]  # y[j][i]
-    y = jnp.stack([jnp.stack([y[0][i], y[1][i]], axis=2) for i in range(2)], axis=1)  # (h2, 2, w2, 2, O)
-    return y.reshape(h, wd, -1)
+    return winograd_conv3x3(jnp.pad(x, ((0, 0), (1, 1), (1, 1))), w)
 
 
 CONVS = {
-    "winograd_f2x2_nhwc": (conv_winograd_nhwc, "hwc"),
+    "winograd_f2x2": (conv_winograd, "chw"),
     "xla_nchw_f32_accumulate": (conv_nchw_f32_accumulate, "chw"),
     "xla_nchw_upcast_f32": (conv_nchw_upcast, "chw"),
     "xla_nchw": (conv_nchw, "chw"),
