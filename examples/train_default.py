@@ -27,12 +27,21 @@ pictures (14.2 / 16.3 dB): GroupNorm statistics of a 64-px crop are not those of
 mid-block attention changed little (13.7-16.8 dB), so it was not the attention. Held-out PSNR after each stage
 (astronaut / coffee): 14.19 / 16.32, 17.82 / 19.03, 18.54 / 19.19 dB.
 
-Tried and not shipped (2026-11-28): continuing from the shipped model with `--norm-groups 8 --colour-jitter
---chroma-weight 1` (all 24 pictures, learning rate 5e-4) made it worse for the 500 steps it ran: held-out PSNR 14.7 /
-14.7 dB (astronaut / coffee) and even less colour. A suspect for the lost colour, untested: the last level's 32
-channels sit in 32 GroupNorm groups, so each channel is normalised on its own (instance norm), which removes each
-channel's mean over the picture. A fresh run with 8 groups (SD has 4 channels per group there) is the next thing to
-try, given more than one session of CPU time.
+Tried and not shipped (2026-11-28), each measured on the held-out pictures (astronaut / coffee):
+- Continuing from the shipped model with `--norm-groups 8 --colour-jitter --chroma-weight 1` (all 24 pictures,
+  learning rate 5e-4): worse after 500 steps, 14.7 / 14.7 dB, and even less colour.
+- A fresh run with 8 GroupNorm groups (so the 32-channel level is not normalised channel by channel, the suspect for
+  the lost colour): stage 1 `--norm-groups 8 --steps 1200 --max-minutes 30` (stopped after 1104 steps) 16.60 /
+  15.90 dB; stage 2 as above but `--steps 450 --max-minutes 26` (328 steps) 17.37 / 15.78 dB; stage 3 as above but
+  `--steps 150 --max-minutes 10` (143 steps) 18.22 / 17.14 dB (SSIM 0.563 / 0.508), below the shipped
+  18.54 / 19.19 dB. Its reconstructions keep as little chroma as the shipped model's (astronaut's RGB chroma std
+  0.069 / 0.033 / 0.067, shipped 0.086 / 0.029 / 0.068, the original 0.27 / 0.10 / 0.20), so GroupNorm grouping
+  is not the cause. The same stage 2 with `--colour-jitter --chroma-weight 1` instead was worse after 250 steps
+  (16.25 / 13.87 dB, chroma std 0.04 / 0.02 / 0.04).
+- Where the colour goes (shipped model): a least-squares fit from the 4 latent values of each 8x8 block to the
+  block's mean chroma, fitted on the same picture, explains 18% / 31% of its variance linearly and 39% / 57% with
+  quadratic terms; the decoder's output explains 22% / -29% and has 0.36 / 0.58 of the original's chroma amplitude.
+  The encoder keeps little colour and the decoder shrinks what it gets. 15 of the 24 training pictures are grey.
 
 `--init FOLDER` continues from a checkpoint (fresh adam state and schedule).
 
