@@ -83,17 +83,18 @@ class Conv2d(eqx.Module):
         self, x: Float[Array, "in_channels height width"]
     ) -> Float[Array, "out_channels out_height out_width"]:
         x, padding = halo_pad(x, self.padding)  # spatial sharding hook (issue 4): neighbours' rows replace zero rows
+        x, weight = x.astype(self.dtype), self.weight.astype(self.dtype)
         padded_height, padded_width = (size + sum(pad) for size, pad in zip(x.shape[1:], padding, strict=True))
         if self._winograd(padded_height, padded_width):
-            out = winograd_conv3x3(jnp.pad(x.astype(self.dtype), ((0, 0), *padding)), self.weight.astype(self.dtype))
-            return out + self.bias.astype(self.dtype)[:, None, None]
-        out = jax.lax.conv_general_dilated(
-            x.astype(self.dtype)[None],
-            self.weight.astype(self.dtype),
-            window_strides=(self.stride, self.stride),
-            padding=padding,
-            dimension_numbers=("NCHW", "OIHW", "NCHW"),
-        )[0]
+            out = winograd_conv3x3(jnp.pad(x, ((0, 0), *padding)), weight)
+        else:
+            out = jax.lax.conv_general_dilated(
+                x[None],
+                weight,
+                window_strides=(self.stride, self.stride),
+                padding=padding,
+                dimension_numbers=("NCHW", "OIHW", "NCHW"),
+            )[0]
         return out + self.bias.astype(self.dtype)[:, None, None]
 
 
