@@ -34,26 +34,28 @@ def winograd_conv3x3(
     x: Float[Array, "in_channels padded_height padded_width"], weight: Float[Array, "out_channels in_channels 3 3"]
 ) -> Float[Array, "out_channels height width"]:
     """The stride-1, unpadded ('VALID') 3x3 convolution of an already padded image: `height = padded_height - 2`
-    and `width = padded_width - 2`, both even."""
+    and `width = padded_width - 2`, both even.
+
+    Everything stays channel-major, as the image is: tap `(a, b)` of output block `(p, q)` is padded pixel
+    `(2p + a, 2q + b)`, a stride-2 slice, and each product is `(out, in) @ (in, blocks)`. (Channel-minor matmuls with
+    a transpose in and out measured 1.4x slower over a whole SD-size decode.)
+    """
     channels, padded_height, padded_width = x.shape
     half_height, half_width = (padded_height - 2) // 2, (padded_width - 2) // 2
-    # (rows/2, 2, cols/2, 2, C): window tap a of output block i is padded row 2i + a = 2(i + a//2) + a%2.
-    blocks = x.transpose(1, 2, 0).reshape(half_height + 1, 2, half_width + 1, 2, channels)
     taps = [
-        [blocks[a // 2 : a // 2 + half_height, a % 2, b // 2 : b // 2 + half_width, b % 2] for b in range(4)]
-        for a in range(4)
+        [x[:, a : a + 2 * half_height - 1 : 2, b : b + 2 * half_width - 1 : 2] for b in range(4)] for a in range(4)
     ]
     rows = [_input_transform([taps[a][b] for a in range(4)]) for b in range(4)]  # rows[b][k]
     transformed = [_input_transform([rows[b][k] for b in range(4)]) for k in range(4)]  # [row k][column c]
-    kernel = jnp.einsum("ka,ocab,lb->klco", _G.astype(weight.dtype), weight, _G.astype(weight.dtype))
+    kernel = jnp.einsum("ka,ocab,lb->kloc", _G.astype(weight.dtype), weight, _G.astype(weight.dtype))
     products = [
         [
-            jnp.dot(transformed[k][c].reshape(-1, channels), kernel[k, c]).reshape(half_height, half_width, -1)
+            jnp.dot(kernel[k, c], transformed[k][c].reshape(channels, -1)).reshape(-1, half_height, half_width)
             for c in range(4)
         ]
         for k in range(4)
     ]
     half = [_output_transform(products[k]) for k in range(4)]  # half[k][j]
     out = [_output_transform([half[k][j] for k in range(4)]) for j in range(2)]  # out[j][i]: output pixel (2p+i, 2q+j)
-    out = jnp.stack([jnp.stack([out[0][i], out[1][i]], axis=2) for i in range(2)], axis=1)  # (H/2, 2, W/2, 2, O)
-    return out.reshape(2 * half_height, 2 * half_width, -1).transpose(2, 0, 1)
+    out = jnp.stack([jnp.stack([out[0][i], out[1][i]], axis=-1) for i in range(2)], axis=2)  # (O, H/2, 2, W/2, 2)
+    return out.reshape(-1, 2 * half_height, 2 * half_width)
