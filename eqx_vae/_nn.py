@@ -14,7 +14,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._config import CONV_ALGORITHMS
 from ._sharding_context import halo_pad, mean_over_bands
-from ._winograd import winograd_conv3x3
+from ._matmul_conv import matmul_conv
 
 _ACTIVATIONS = {
     "silu": jax.nn.silu,
@@ -37,9 +37,9 @@ def _uniform(key: PRNGKeyArray, shape: tuple[int, ...], bound: float, dtype: jnp
 class Conv2d(eqx.Module):
     """A 2D convolution over one `(channels, height, width)` image, weight OIHW as in PyTorch.
 
-    `algorithm`: "direct" (the default) is XLA's convolution; "winograd" computes a 3x3 stride-1 conv with Winograd
-    F(2x2, 3x3) (`eqx_vae._winograd`: fewer multiplies, a longer compile); other convs, and odd output sizes, stay
-    direct.
+    `algorithm`: "direct" (the default) is XLA's convolution; "winograd" computes every conv as channel-major matmuls
+    (`eqx_vae._matmul_conv`): Winograd F(2x2, 3x3) for 3x3 stride-1 convs with at least 16 channels in and out and
+    an even output size, one matmul per tap otherwise. Faster on CPU, slower to compile.
     """
 
     weight: Float[Array, "out_channels in_channels kernel_height kernel_width"]
@@ -74,19 +74,13 @@ class Conv2d(eqx.Module):
         self.dtype = jnp.dtype(dtype or jnp.float32)
         self.algorithm = algorithm
 
-    def _winograd(self, padded_height: int, padded_width: int) -> bool:
-        kernel_size = self.weight.shape[2:]
-        even = padded_height % 2 == 0 and padded_width % 2 == 0
-        return self.algorithm == "winograd" and self.stride == 1 and kernel_size == (3, 3) and even
-
     def __call__(
         self, x: Float[Array, "in_channels height width"]
     ) -> Float[Array, "out_channels out_height out_width"]:
         x, padding = halo_pad(x, self.padding)  # spatial sharding hook (issue 4): neighbours' rows replace zero rows
         x, weight = x.astype(self.dtype), self.weight.astype(self.dtype)
-        padded_height, padded_width = (size + sum(pad) for size, pad in zip(x.shape[1:], padding, strict=True))
-        if self._winograd(padded_height, padded_width):
-            out = winograd_conv3x3(jnp.pad(x, ((0, 0), *padding)), weight)
+        if self.algorithm == "winograd":
+            out = matmul_conv(jnp.pad(x, ((0, 0), *padding)), weight, self.stride)
         else:
             out = jax.lax.conv_general_dilated(
                 x[None],

@@ -1,4 +1,4 @@
-"""Winograd F(2x2, 3x3) convolution against a direct convolution in float64, and which convs use it."""
+"""The `conv_algorithm="winograd"` path (Winograd F(2x2, 3x3) and shifted dots) against float64 convolutions."""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import eqx_vae
+from eqx_vae._matmul_conv import shifted_dots_conv, uses_winograd
 from eqx_vae._winograd import winograd_conv3x3
 
 
@@ -66,26 +67,50 @@ def _conv(channels, algorithm, **kwargs):
     return eqx_vae.Conv2d(channels, channels, 3, padding=1, algorithm=algorithm, key=jax.random.key(1), **kwargs)
 
 
-@pytest.mark.parametrize("size", [(8, 6), (7, 9), (8, 5)])
-def test_conv2d_winograd_equals_direct_including_odd_sizes(size):
-    x = jax.random.normal(jax.random.key(2), (3, *size))
-    winograd, direct = _conv(3, "winograd"), _conv(3, "direct")
+@pytest.mark.parametrize("channels", [16, 3])  # Winograd, and shifted dots (too few channels for Winograd)
+@pytest.mark.parametrize("size", [(8, 6), (7, 9), (8, 5)])  # odd output sizes take shifted dots
+def test_conv2d_winograd_mode_equals_direct(size, channels):
+    x = jax.random.normal(jax.random.key(2), (channels, *size))
+    winograd, direct = _conv(channels, "winograd"), _conv(channels, "direct")
     np.testing.assert_allclose(winograd(x), direct(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kernel_size", "stride", "shape"),
+    [(3, 2, (5, 9, 12)), (3, 2, (4, 8, 7)), (1, 1, (6, 5, 4)), (3, 1, (3, 7, 9)), (2, 2, (4, 6, 6))],
+)
+def test_shifted_dots_match_float64_convolution(kernel_size, stride, shape):
+    key_x, key_w = jax.random.split(jax.random.key(kernel_size * 10 + stride))
+    x = jax.random.normal(key_x, shape)
+    weight = jax.random.normal(key_w, (7, shape[0], kernel_size, kernel_size)) / np.sqrt(shape[0] * kernel_size**2)
+    exact = jax.lax.conv_general_dilated(
+        np.asarray(x, np.float64)[None], np.asarray(weight, np.float64), (stride, stride), "VALID"
+    )[0]
+    ours = shifted_dots_conv(x, weight, stride)
+    assert ours.shape == exact.shape
+    assert np.abs(np.asarray(ours) - np.asarray(exact)).max() < 1e-5 * max(1.0, float(np.abs(exact).max()))
+
+
+def test_which_convs_use_winograd():
+    assert uses_winograd((16, 16, 3, 3), 1, 10, 8)
+    assert not uses_winograd((16, 16, 3, 3), 2, 10, 8)  # strided
+    assert not uses_winograd((16, 16, 3, 3), 1, 9, 8)  # odd output size
+    assert not uses_winograd((16, 16, 1, 1), 1, 10, 8)  # 1x1
+    assert not uses_winograd((3, 16, 3, 3), 1, 10, 8) and not uses_winograd((16, 4, 3, 3), 1, 10, 8)  # narrow
 
 
 def _primitives(conv, x):
     return {equation.primitive.name for equation in jax.make_jaxpr(conv)(x).eqns}
 
 
-def test_winograd_only_where_asked_and_possible():
+def test_winograd_mode_never_uses_xla_convolution():
     x = jnp.zeros((4, 8, 8))
     assert "conv_general_dilated" in _primitives(eqx_vae.Conv2d(4, 4, 3, padding=1, key=jax.random.key(0)), x)
     assert "conv_general_dilated" in _primitives(_conv(4, "direct"), x)
-    winograd = _primitives(_conv(4, "winograd"), x)
-    assert "dot_general" in winograd and "conv_general_dilated" not in winograd
     strided = eqx_vae.Conv2d(4, 4, 3, stride=2, padding=1, algorithm="winograd", key=jax.random.key(0))
-    assert "conv_general_dilated" in _primitives(strided, x)
-    assert "conv_general_dilated" in _primitives(_conv(4, "winograd"), jnp.zeros((4, 7, 8)))  # odd: direct
+    for conv in (_conv(4, "winograd"), _conv(16, "winograd"), strided):
+        primitives = _primitives(conv, jnp.zeros((conv.weight.shape[1], 8, 8)))
+        assert "dot_general" in primitives and "conv_general_dilated" not in primitives
     config = eqx_vae.AutoencoderKLConfig(block_out_channels=(8,), norm_num_groups=4, conv_algorithm="winograd")
     model = eqx_vae.AutoencoderKL(config, key=jax.random.key(0))
     assert model.decoder.up_blocks[0].resnets[0].conv1.algorithm == "winograd"
