@@ -183,4 +183,4 @@ class Upsample2D(eqx.Module):
         )
 
     def __call__(self, x: Float[Array, "channels height width"]) -> Float[Array, "channels 2*height 2*width"]:
-        return self.conv(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
+        return self.conv.of_upsampled(x)

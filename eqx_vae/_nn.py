@@ -13,8 +13,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._config import CONV_ALGORITHMS
+from ._matmul_conv import matmul_conv, upsample_conv3x3, uses_matmuls
 from ._sharding_context import halo_pad, mean_over_bands
-from ._matmul_conv import matmul_conv
 
 _ACTIVATIONS = {
     "silu": jax.nn.silu,
@@ -37,9 +37,9 @@ def _uniform(key: PRNGKeyArray, shape: tuple[int, ...], bound: float, dtype: jnp
 class Conv2d(eqx.Module):
     """A 2D convolution over one `(channels, height, width)` image, weight OIHW as in PyTorch.
 
-    `algorithm`: "direct" (the default) is XLA's convolution; "winograd" computes every conv as channel-major matmuls
-    (`eqx_vae._matmul_conv`): Winograd F(2x2, 3x3) for 3x3 stride-1 convs with at least 16 channels in and out and
-    an even output size, one matmul per tap otherwise. Faster on CPU, slower to compile.
+    `algorithm`: "direct" (the default) is XLA's convolution; "winograd" computes convs with at least 16 channels in
+    and out as channel-major matmuls (`eqx_vae._matmul_conv`): Winograd F(2x2, 3x3) for 3x3 stride-1 convs of an
+    even output size, one matmul per tap otherwise. Faster on CPU, slower to compile.
     """
 
     weight: Float[Array, "out_channels in_channels kernel_height kernel_width"]
@@ -74,12 +74,20 @@ class Conv2d(eqx.Module):
         self.dtype = jnp.dtype(dtype or jnp.float32)
         self.algorithm = algorithm
 
+    def _matmuls(self) -> bool:
+        return self.algorithm == "winograd" and uses_matmuls(self.weight.shape)
+
+    def _padded_input(self, x: Array) -> tuple[Array, tuple[tuple[int, int], tuple[int, int]]]:
+        """`x` in the compute dtype, with the halo of spatial sharding (issue 4): neighbours' rows replace zero rows."""
+        x, padding = halo_pad(x, self.padding)
+        return x.astype(self.dtype), padding
+
     def __call__(
         self, x: Float[Array, "in_channels height width"]
     ) -> Float[Array, "out_channels out_height out_width"]:
-        x, padding = halo_pad(x, self.padding)  # spatial sharding hook (issue 4): neighbours' rows replace zero rows
-        x, weight = x.astype(self.dtype), self.weight.astype(self.dtype)
-        if self.algorithm == "winograd":
+        x, padding = self._padded_input(x)
+        weight = self.weight.astype(self.dtype)
+        if self._matmuls():
             out = matmul_conv(jnp.pad(x, ((0, 0), *padding)), weight, self.stride)
         else:
             out = jax.lax.conv_general_dilated(
@@ -89,6 +97,17 @@ class Conv2d(eqx.Module):
                 padding=padding,
                 dimension_numbers=("NCHW", "OIHW", "NCHW"),
             )[0]
+        return out + self.bias.astype(self.dtype)[:, None, None]
+
+    def of_upsampled(
+        self, x: Float[Array, "in_channels height width"]
+    ) -> Float[Array, "out_channels 2*height 2*width"]:
+        """This conv (3x3, stride 1, padding 1) of the nearest-neighbour 2x upsampling of `x`; with matmuls, computed
+        from `x` itself (`upsample_conv3x3`)."""
+        if not (self._matmuls() and self.stride == 1 and self.padding == ((1, 1), (1, 1))):
+            return self(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
+        x, padding = self._padded_input(x)  # one small-image row of halo is one upsampled row
+        out = upsample_conv3x3(jnp.pad(x, ((0, 0), *padding)), self.weight.astype(self.dtype))
         return out + self.bias.astype(self.dtype)[:, None, None]
 
 

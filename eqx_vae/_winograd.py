@@ -42,9 +42,7 @@ def winograd_conv3x3(
     """
     channels, padded_height, padded_width = x.shape
     half_height, half_width = (padded_height - 2) // 2, (padded_width - 2) // 2
-    taps = [
-        [x[:, a : a + 2 * half_height - 1 : 2, b : b + 2 * half_width - 1 : 2] for b in range(4)] for a in range(4)
-    ]
+    taps = [[x[:, a : a + 2 * half_height - 1 : 2, b : b + 2 * half_width - 1 : 2] for b in range(4)] for a in range(4)]
     rows = [_input_transform([taps[a][b] for a in range(4)]) for b in range(4)]  # rows[b][k]
     transformed = [_input_transform([rows[b][k] for b in range(4)]) for k in range(4)]  # [row k][column c]
     kernel = jnp.einsum("ka,ocab,lb->kloc", _G.astype(weight.dtype), weight, _G.astype(weight.dtype))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import eqx_vae
-from eqx_vae._matmul_conv import shifted_dots_conv, uses_winograd
+from eqx_vae._matmul_conv import shifted_dots_conv, upsample_conv3x3, uses_matmuls, uses_winograd
 from eqx_vae._winograd import winograd_conv3x3
 
 
@@ -67,7 +67,7 @@ def _conv(channels, algorithm, **kwargs):
     return eqx_vae.Conv2d(channels, channels, 3, padding=1, algorithm=algorithm, key=jax.random.key(1), **kwargs)
 
 
-@pytest.mark.parametrize("channels", [16, 3])  # Winograd, and shifted dots (too few channels for Winograd)
+@pytest.mark.parametrize("channels", [16, 3])  # matmuls, and XLA (too few channels)
 @pytest.mark.parametrize("size", [(8, 6), (7, 9), (8, 5)])  # odd output sizes take shifted dots
 def test_conv2d_winograd_mode_equals_direct(size, channels):
     x = jax.random.normal(jax.random.key(2), (channels, *size))
@@ -91,7 +91,30 @@ def test_shifted_dots_match_float64_convolution(kernel_size, stride, shape):
     assert np.abs(np.asarray(ours) - np.asarray(exact)).max() < 1e-5 * max(1.0, float(np.abs(exact).max()))
 
 
+@pytest.mark.parametrize("size", [(5, 7), (4, 4), (1, 3)])
+def test_upsample_conv_matches_float64_conv_of_the_upsampled_image(size):
+    key_x, key_w = jax.random.split(jax.random.key(size[0]))
+    x = jax.random.normal(key_x, (6, *size))
+    weight = jax.random.normal(key_w, (5, 6, 3, 3)) / np.sqrt(54)
+    upsampled = np.repeat(np.repeat(np.asarray(x, np.float64), 2, axis=1), 2, axis=2)
+    exact = _float64_reference(np.pad(upsampled, ((0, 0), (1, 1), (1, 1))), weight)
+    ours = np.asarray(upsample_conv3x3(jnp.pad(x, ((0, 0), (1, 1), (1, 1))), weight))
+    assert ours.shape == exact.shape == (5, 2 * size[0], 2 * size[1])
+    assert np.abs(ours - exact).max() < 1e-5 * max(1.0, np.abs(exact).max())
+
+
+def test_upsample2d_in_winograd_mode_equals_direct():
+    x = jax.random.normal(jax.random.key(3), (16, 6, 5))
+    ups = {
+        algorithm: eqx_vae.Upsample2D(16, conv_algorithm=algorithm, key=jax.random.key(4))
+        for algorithm in ("direct", "winograd")
+    }
+    assert "conv_general_dilated" not in _primitives(ups["winograd"], x)
+    np.testing.assert_allclose(ups["winograd"](x), ups["direct"](x), rtol=1e-5, atol=1e-5)
+
+
 def test_which_convs_use_winograd():
+    assert uses_matmuls((16, 16, 3, 3)) and not uses_matmuls((3, 128, 3, 3)) and not uses_matmuls((128, 4, 1, 1))
     assert uses_winograd((16, 16, 3, 3), 1, 10, 8)
     assert not uses_winograd((16, 16, 3, 3), 2, 10, 8)  # strided
     assert not uses_winograd((16, 16, 3, 3), 1, 9, 8)  # odd output size
@@ -103,14 +126,16 @@ def _primitives(conv, x):
     return {equation.primitive.name for equation in jax.make_jaxpr(conv)(x).eqns}
 
 
-def test_winograd_mode_never_uses_xla_convolution():
+def test_winograd_mode_uses_xla_convolution_only_for_narrow_convs():
     x = jnp.zeros((4, 8, 8))
     assert "conv_general_dilated" in _primitives(eqx_vae.Conv2d(4, 4, 3, padding=1, key=jax.random.key(0)), x)
     assert "conv_general_dilated" in _primitives(_conv(4, "direct"), x)
-    strided = eqx_vae.Conv2d(4, 4, 3, stride=2, padding=1, algorithm="winograd", key=jax.random.key(0))
-    for conv in (_conv(4, "winograd"), _conv(16, "winograd"), strided):
+    strided = eqx_vae.Conv2d(16, 16, 3, stride=2, padding=1, algorithm="winograd", key=jax.random.key(0))
+    pointwise = eqx_vae.Conv2d(32, 16, 1, algorithm="winograd", key=jax.random.key(0))
+    for conv in (_conv(16, "winograd"), strided, pointwise):
         primitives = _primitives(conv, jnp.zeros((conv.weight.shape[1], 8, 8)))
         assert "dot_general" in primitives and "conv_general_dilated" not in primitives
+    assert "conv_general_dilated" in _primitives(_conv(4, "winograd"), x)  # too few channels: XLA's conv
     config = eqx_vae.AutoencoderKLConfig(block_out_channels=(8,), norm_num_groups=4, conv_algorithm="winograd")
     model = eqx_vae.AutoencoderKL(config, key=jax.random.key(0))
     assert model.decoder.up_blocks[0].resnets[0].conv1.algorithm == "winograd"
