@@ -34,13 +34,13 @@ class AutoencoderKL(eqx.Module):
     def __init__(self, config: AutoencoderKLConfig | None = None, *, key: PRNGKeyArray):
         config = AutoencoderKLConfig() if config is None else config
         keys = jax.random.split(key, 4)
-        dtypes = dict(dtype=config.dtype, param_dtype=config.param_dtype)
+        convs = dict(dtype=config.dtype, param_dtype=config.param_dtype, algorithm=config.conv_algorithm)
         moments = 2 * config.latent_channels
         self.encoder = Encoder(config, key=keys[0])
         self.decoder = Decoder(config, key=keys[1])
-        self.quant_conv = Conv2d(moments, moments, 1, **dtypes, key=keys[2]) if config.use_quant_conv else None
+        self.quant_conv = Conv2d(moments, moments, 1, **convs, key=keys[2]) if config.use_quant_conv else None
         self.post_quant_conv = (
-            Conv2d(config.latent_channels, config.latent_channels, 1, **dtypes, key=keys[3])
+            Conv2d(config.latent_channels, config.latent_channels, 1, **convs, key=keys[3])
             if config.use_post_quant_conv
             else None
         )

@@ -69,7 +69,9 @@ class DownEncoderBlock2D(eqx.Module):
         self.resnets = _resnet_stack(
             in_channels, out_channels, num_layers, groups, act_fn, dtypes, conv_algorithm, resnet_key
         )
-        self.downsamplers = [Downsample2D(out_channels, **dtypes, key=down_key)] if add_downsample else []
+        self.downsamplers = []
+        if add_downsample:
+            self.downsamplers = [Downsample2D(out_channels, **dtypes, conv_algorithm=conv_algorithm, key=down_key)]
 
     def __call__(
         self, x: Float[Array, "in_channels height width"], *, key: PRNGKeyArray | None = None

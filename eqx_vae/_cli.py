@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ._config import CONV_ALGORITHMS
 from ._images import IMAGE_SUFFIXES, find_images, psnr, read_image, side_by_side, write_image
 
 LATENT_SUFFIXES = (".safetensors", ".npy")
@@ -32,19 +33,31 @@ class CLIError(Exception):
 # Models ------------------------------------------------------------------------------------------------------------
 
 
-def load_model(name: str, dtype: str | None, *, allow_pickle: bool = False, config: str | None = None):
+def load_model(
+    name: str,
+    dtype: str | None,
+    *,
+    allow_pickle: bool = False,
+    config: str | None = None,
+    conv_algorithm: str = "direct",
+):
     """`"default"` (the shipped model) or any checkpoint `eqx_vae.from_pretrained` reads."""
     from ._checkpoint import from_pretrained
     from ._default import load_default
+    from ._precision import with_config
 
     if name == "default":
-        return load_default(dtype)
-    options = {}
-    if allow_pickle:
-        options["allow_pickle"] = True
-    if config is not None:
-        options["config"] = config
-    return from_pretrained(name, dtype=dtype, **options)
+        model = load_default(dtype)
+    else:
+        options = {}
+        if allow_pickle:
+            options["allow_pickle"] = True
+        if config is not None:
+            options["config"] = config
+        model = from_pretrained(name, dtype=dtype, **options)
+    if conv_algorithm == model.config.conv_algorithm:
+        return model
+    return with_config(model, model.config.replace(conv_algorithm=conv_algorithm))
 
 
 def _tiling():
@@ -216,7 +229,7 @@ def run_reconstruct(args) -> int:
     comparisons = {path: os.path.splitext(out)[0] + "_side_by_side.png" for path, out in outputs.items()}
     _check_outputs(list(outputs.values()) + (list(comparisons.values()) if args.side_by_side else []), args.overwrite)
     sizes = _check_readable_images(inputs)
-    model = load_model(args.model, args.dtype)
+    model = load_model(args.model, args.dtype, conv_algorithm=args.conv_algorithm)
     multiple = model.config.downsampling_factor
 
     def padded_size(path):
@@ -278,7 +291,7 @@ def run_encode(args) -> int:
         ]
     _check_outputs(outputs, args.overwrite)
     _check_readable_images(inputs)
-    model = load_model(args.model, args.dtype)
+    model = load_model(args.model, args.dtype, conv_algorithm=args.conv_algorithm)
     multiple = model.config.downsampling_factor
     images = {}
     failures = 0
@@ -404,7 +417,7 @@ def run_decode(args) -> int:
     else:
         outputs = [os.path.join(args.output, name + ".png") for _, name, _, _ in jobs]
     _check_outputs(outputs, args.overwrite)
-    model = load_model(args.model, args.dtype)
+    model = load_model(args.model, args.dtype, conv_algorithm=args.conv_algorithm)
     if jobs and jobs[0][0].shape[0] != model.config.latent_channels:
         raise CLIError(
             f"the latents have {jobs[0][0].shape[0]} channels, but the model's latent_channels is "
@@ -545,6 +558,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PIXELS",
         help="encode/decode in tiles of this many pixels with 25%% overlap (large images); a multiple of 4 x the "
         "model's downsampling factor, e.g. 512 for SD",
+    )
+    model_options.add_argument(
+        "--conv-algorithm",
+        choices=CONV_ALGORITHMS,
+        default="direct",
+        help="direct: XLA's convolutions, quick to compile (default); winograd: convs as matmuls, faster on CPU for "
+        "many images of one size, slower to compile",
     )
     model_options.add_argument("--batch-size", type=_positive, default=4, help="images per batch (default: 4)")
     model_options.add_argument("--overwrite", action="store_true", help="replace existing outputs")

@@ -154,11 +154,11 @@ class Downsample2D(eqx.Module):
         *,
         dtype: jnp.dtype | str | None = None,
         param_dtype: jnp.dtype | str | None = None,
+        conv_algorithm: str = "direct",
         key: PRNGKeyArray,
     ):
-        self.conv = Conv2d(
-            channels, channels, 3, stride=2, padding=((0, 1), (0, 1)), dtype=dtype, param_dtype=param_dtype, key=key
-        )
+        options = dict(dtype=dtype, param_dtype=param_dtype, algorithm=conv_algorithm)
+        self.conv = Conv2d(channels, channels, 3, stride=2, padding=((0, 1), (0, 1)), **options, key=key)
 
     def __call__(self, x: Float[Array, "channels height width"]) -> Float[Array, "channels half_height half_width"]:
         return self.conv(x)

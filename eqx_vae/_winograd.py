@@ -1,13 +1,12 @@
 """Winograd F(2x2, 3x3): a stride-1 3x3 convolution with 16 matmuls instead of 9 taps (2.25x fewer multiplies).
 
 Each 4x4 input window (stride 2) is transformed by `B^T d B`, each 3x3 kernel by `G g G^T`; the 16 transformed
-positions are 16 independent `(pixels/4, C_in) @ (C_in, C_out)` matmuls; `A^T m A` turns each result into a 2x2
+positions are 16 independent `(C_out, C_in) @ (C_in, pixels/4)` matmuls; `A^T m A` turns each result into a 2x2
 output block (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2015). In float32 it is as close
 to the exact (float64) result as XLA's direct convolution (`tests/test_winograd.py`).
 
-Opt-in (`AutoencoderKLConfig(conv_algorithm="winograd")`): on XLA's CPU backend the matmuls run at about the rate of
-its convolutions, so an SD-size decode gets faster, but it compiles several times longer and needs more memory
-(figures in the README's Performance section).
+Used by the opt-in `conv_algorithm="winograd"` (`eqx_vae._matmul_conv`): faster on XLA's CPU backend, several times
+longer to compile, more memory (figures in the README's Performance section).
 """
 
 import jax.numpy as jnp

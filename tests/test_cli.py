@@ -269,3 +269,23 @@ def test_console_script(tmp_path):
         [executable, "info", str(tmp_path / "missing")], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr and "missing" in result.stderr
+
+
+def test_conv_algorithm_option(capsys, images, tmp_path):
+    path = tmp_path / "wide"  # 16 channels: wide enough for the matmul convs
+    config = tiny_config(block_out_channels=(16, 16), norm_num_groups=4, sample_size=SIZE)
+    eqx_vae.save_pretrained(eqx_vae.AutoencoderKL(config, key=jax.random.key(1)), path)
+    from safetensors.numpy import load_file
+
+    latents = {}
+    for algorithm in ("direct", "winograd"):
+        out = tmp_path / f"{algorithm}.safetensors"
+        options = ("--model", path, "--conv-algorithm", algorithm)
+        status, _, _ = run(capsys, "encode", images / "rgb.png", "-o", out, *options)
+        assert status == 0
+        latents[algorithm] = load_file(out)["latents"]
+    np.testing.assert_allclose(latents["winograd"], latents["direct"], rtol=1e-5, atol=1e-5)
+    assert not np.array_equal(latents["winograd"], latents["direct"])  # a different computation, not the same one
+    with pytest.raises(SystemExit) as exit_info:
+        main(["encode", str(images), "-o", str(tmp_path / "x"), "--conv-algorithm", "fft"])
+    assert exit_info.value.code == 2 and "fft" in capsys.readouterr().err

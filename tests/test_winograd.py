@@ -140,6 +140,8 @@ def test_winograd_mode_uses_xla_convolution_only_for_narrow_convs():
     model = eqx_vae.AutoencoderKL(config, key=jax.random.key(0))
     assert model.decoder.up_blocks[0].resnets[0].conv1.algorithm == "winograd"
     assert model.decoder.conv_in.algorithm == model.encoder.conv_out.algorithm == "winograd"
+    convs = [leaf for leaf in jax.tree_util.tree_leaves(model, is_leaf=lambda m: isinstance(m, eqx_vae.Conv2d))]
+    assert {conv.algorithm for conv in convs if isinstance(conv, eqx_vae.Conv2d)} == {"winograd"}  # downsamplers too
 
 
 def test_unknown_algorithm_is_refused():
