@@ -216,7 +216,10 @@ def main(argv=None) -> None:
     parser.add_argument("--compile-cache", default=None, help="directory for JAX's persistent compilation cache")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--conv-algorithm", default="direct", choices=["direct", "winograd"], help="eqx_vae's 3x3 conv algorithm"
+        "--conv-algorithm",
+        default="direct",
+        choices=["direct", "winograd"],
+        help="eqx_vae's conv algorithm (winograd: convs as matmuls)",
     )
     parser.add_argument("--out", default=None, help="write all figures (and the raw times) to this JSON file")
     args = parser.parse_args(argv)

@@ -89,7 +89,7 @@ def conv_nchw_upcast(x, w):  # bf16 storage, float32 arithmetic
     return conv_nchw(x.astype(jnp.float32), w.astype(jnp.float32)).astype(x.dtype)
 
 
-def conv_winograd(x, w):  # eqx_vae's opt-in Winograd F(2x2, 3x3): 16 (H*W/4, C) @ (C, O) dots
+def conv_winograd(x, w):  # eqx_vae's opt-in Winograd F(2x2, 3x3): 16 (O, C) @ (C, H*W/4) dots
     from eqx_vae._winograd import winograd_conv3x3
 
     return winograd_conv3x3(jnp.pad(x, ((0, 0), (1, 1), (1, 1))), w)
