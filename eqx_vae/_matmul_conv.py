@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._winograd import winograd_conv3x3
+from ._winograd import interleave_2x2, winograd_conv3x3
 
 # Below this many input or output channels matmuls lose to XLA's conv: a 3 -> 128 channel conv at 256x256 took 103 ms
 # with Winograd against 20 ms direct, and the 128 -> 3 output conv as shifted dots about 150 ms against 45 ms.
@@ -88,5 +88,4 @@ def upsample_conv3x3(
     phases = [
         [_tap_sum(x[:, r : r + height + 1, s : s + width + 1], kernels[r, s], 1) for s in range(2)] for r in range(2)
     ]
-    out = jnp.stack([jnp.stack(phases[r], axis=-1) for r in range(2)], axis=2)  # (O, height, 2, width, 2)
-    return out.reshape(-1, 2 * height, 2 * width)
+    return interleave_2x2(phases)

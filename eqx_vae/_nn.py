@@ -104,7 +104,8 @@ class Conv2d(eqx.Module):
     ) -> Float[Array, "out_channels 2*height 2*width"]:
         """This conv (3x3, stride 1, padding 1) of the nearest-neighbour 2x upsampling of `x`; with matmuls, computed
         from `x` itself (`upsample_conv3x3`)."""
-        if not (self._matmuls() and self.stride == 1 and self.padding == ((1, 1), (1, 1))):
+        same_size_3x3 = self.weight.shape[2:] == (3, 3) and self.stride == 1 and self.padding == ((1, 1), (1, 1))
+        if not (self._matmuls() and same_size_3x3):
             return self(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
         x, padding = self._padded_input(x)  # one small-image row of halo is one upsampled row
         out = upsample_conv3x3(jnp.pad(x, ((0, 0), *padding)), self.weight.astype(self.dtype))

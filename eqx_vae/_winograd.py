@@ -54,5 +54,12 @@ def winograd_conv3x3(
     ]
     half = [_output_transform(products[k]) for k in range(4)]  # half[k][j]
     out = [_output_transform([half[k][j] for k in range(4)]) for j in range(2)]  # out[j][i]: output pixel (2p+i, 2q+j)
-    out = jnp.stack([jnp.stack([out[0][i], out[1][i]], axis=-1) for i in range(2)], axis=2)  # (O, H/2, 2, W/2, 2)
-    return out.reshape(-1, 2 * half_height, 2 * half_width)
+    return interleave_2x2([[out[j][i] for j in range(2)] for i in range(2)])
+
+
+def interleave_2x2(phases: list[list[Array]]) -> Array:
+    """Four `(channels, height, width)` phases -> `(channels, 2 height, 2 width)`: `phases[i][j]` holds the output
+    pixels `(2p + i, 2q + j)`."""
+    channels, height, width = phases[0][0].shape
+    out = jnp.stack([jnp.stack(phases[i], axis=-1) for i in range(2)], axis=2)  # (C, height, 2, width, 2)
+    return out.reshape(channels, 2 * height, 2 * width)
