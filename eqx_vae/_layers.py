@@ -48,12 +48,13 @@ class ResnetBlock2D(eqx.Module):
     ):
         keys = jax.random.split(key, 3)
         dtypes = dict(dtype=dtype, param_dtype=param_dtype)
+        convs = dict(dtypes, algorithm=conv_algorithm)
         self.norm1 = GroupNorm(groups, in_channels, RESNET_EPS, **dtypes)
-        self.conv1 = Conv2d(in_channels, out_channels, 3, padding=1, **dtypes, algorithm=conv_algorithm, key=keys[0])
+        self.conv1 = Conv2d(in_channels, out_channels, 3, padding=1, **convs, key=keys[0])
         self.norm2 = GroupNorm(groups, out_channels, RESNET_EPS, **dtypes)
-        self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1, **dtypes, algorithm=conv_algorithm, key=keys[1])
+        self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1, **convs, key=keys[1])
         self.conv_shortcut = (
-            Conv2d(in_channels, out_channels, 1, **dtypes, key=keys[2]) if in_channels != out_channels else None
+            Conv2d(in_channels, out_channels, 1, **convs, key=keys[2]) if in_channels != out_channels else None
         )
         self.act_fn = act_fn
         self.dropout = dropout

@@ -136,12 +136,20 @@ def test_winograd_mode_uses_xla_convolution_only_for_narrow_convs():
         primitives = _primitives(conv, jnp.zeros((conv.weight.shape[1], 8, 8)))
         assert "dot_general" in primitives and "conv_general_dilated" not in primitives
     assert "conv_general_dilated" in _primitives(_conv(4, "winograd"), x)  # too few channels: XLA's conv
-    config = eqx_vae.AutoencoderKLConfig(block_out_channels=(8,), norm_num_groups=4, conv_algorithm="winograd")
+    config = eqx_vae.AutoencoderKLConfig(
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        norm_num_groups=4,
+        conv_algorithm="winograd",
+    )
     model = eqx_vae.AutoencoderKL(config, key=jax.random.key(0))
     assert model.decoder.up_blocks[0].resnets[0].conv1.algorithm == "winograd"
     assert model.decoder.conv_in.algorithm == model.encoder.conv_out.algorithm == "winograd"
+    assert model.encoder.down_blocks[1].resnets[0].conv_shortcut.algorithm == "winograd"
     convs = [leaf for leaf in jax.tree_util.tree_leaves(model, is_leaf=lambda m: isinstance(m, eqx_vae.Conv2d))]
-    assert {conv.algorithm for conv in convs if isinstance(conv, eqx_vae.Conv2d)} == {"winograd"}  # downsamplers too
+    # downsamplers, 1x1 shortcuts and quant convs too
+    assert {conv.algorithm for conv in convs if isinstance(conv, eqx_vae.Conv2d)} == {"winograd"}
 
 
 def test_unknown_algorithm_is_refused():
