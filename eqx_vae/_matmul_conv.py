@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._winograd import interleave_2x2, winograd_conv3x3
+from ._winograd import combine_kernel_taps, interleave_2x2, winograd_conv3x3
 
 # Below this many input or output channels matmuls lose to XLA's conv: a 3 -> 128 channel conv at 256x256 took 103 ms
 # with Winograd against 20 ms direct, and the 128 -> 3 output conv as shifted dots about 150 ms against 45 ms.
@@ -37,11 +37,11 @@ def uses_winograd(weight_shape: tuple[int, ...], stride: int, padded_height: int
 
 def _tap_sum(
     x: Float[Array, "in_channels padded_height padded_width"],
-    taps: Float[Array, "kernel_height kernel_width out_channels in_channels"],
+    taps: list[list[Float[Array, "out_channels in_channels"]]],
     stride: int,
 ) -> Float[Array, "out_channels out_height out_width"]:
     channels, padded_height, padded_width = x.shape
-    kernel_height, kernel_width = taps.shape[:2]
+    kernel_height, kernel_width = len(taps), len(taps[0])
     out_height = (padded_height - kernel_height) // stride + 1
     out_width = (padded_width - kernel_width) // stride + 1
     accumulate = jnp.promote_types(x.dtype, jnp.float32)  # bfloat16 taps are summed in float32, as a conv does
@@ -51,7 +51,7 @@ def _tap_sum(
             rows = slice(i, i + stride * (out_height - 1) + 1, stride)
             columns = slice(j, j + stride * (out_width - 1) + 1, stride)
             patch = x[:, rows, columns].reshape(channels, -1)
-            tap = jnp.dot(taps[i, j], patch, preferred_element_type=accumulate)
+            tap = jnp.dot(taps[i][j], patch, preferred_element_type=accumulate)
             out = tap if out is None else out + tap
     return out.astype(x.dtype).reshape(-1, out_height, out_width)
 
@@ -62,7 +62,8 @@ def shifted_dots_conv(
     stride: int,
 ) -> Float[Array, "out_channels out_height out_width"]:
     """The unpadded ('VALID') conv of an already padded image as one `(out, in) @ (in, pixels)` matmul per tap."""
-    return _tap_sum(x, weight.transpose(2, 3, 0, 1), stride)
+    taps = weight.transpose(2, 3, 0, 1)
+    return _tap_sum(x, [list(row) for row in taps], stride)
 
 
 def matmul_conv(
@@ -83,9 +84,11 @@ def upsample_conv3x3(
     output phases is a 2x2 conv of the small image, so the 4x larger upsampled image is never built and the conv does
     4/9 of the multiplies."""
     height, width = x.shape[1] - 2, x.shape[2] - 2
-    phase_taps = _PHASE_TAPS.astype(weight.dtype)
-    kernels = jnp.einsum("rai,ocij,sbj->rsaboc", phase_taps, weight, phase_taps)  # (row phase, column phase, 2, 2)
     phases = [
-        [_tap_sum(x[:, r : r + height + 1, s : s + width + 1], kernels[r, s], 1) for s in range(2)] for r in range(2)
+        [
+            _tap_sum(x[:, r : r + height + 1, s : s + width + 1], combine_kernel_taps(weight, taps_r, taps_s), 1)
+            for s, taps_s in enumerate(_PHASE_TAPS)
+        ]
+        for r, taps_r in enumerate(_PHASE_TAPS)
     ]
     return interleave_2x2(phases)
