@@ -64,4 +64,4 @@ class Decoder(eqx.Module):
         x = checkpointed(self.mid_block, self.gradient_checkpointing)(self.conv_in(z), key=mid_key)
         for block, block_key in zip(self.up_blocks, block_keys, strict=True):
             x = checkpointed(block, self.gradient_checkpointing)(x, key=block_key)
-        return self.conv_out(jax.nn.silu(self.conv_norm_out(x)))
+        return self.conv_out.of_activated(self.conv_norm_out(x), "silu")

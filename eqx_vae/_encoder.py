@@ -65,4 +65,4 @@ class Encoder(eqx.Module):
         for block, block_key in zip(self.down_blocks, block_keys, strict=True):
             x = checkpointed(block, self.gradient_checkpointing)(x, key=block_key)
         x = checkpointed(self.mid_block, self.gradient_checkpointing)(x, key=mid_key)
-        return self.conv_out(jax.nn.silu(self.conv_norm_out(x)))
+        return self.conv_out.of_activated(self.conv_norm_out(x), "silu")

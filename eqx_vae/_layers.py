@@ -62,12 +62,13 @@ class ResnetBlock2D(eqx.Module):
     def __call__(
         self, x: Float[Array, "in_channels height width"], *, key: PRNGKeyArray | None = None
     ) -> Float[Array, "out_channels height width"]:
-        h = self.conv1(activation(self.act_fn, self.norm1(x)))
-        h = activation(self.act_fn, self.norm2(h))
+        h = self.conv1.of_activated(self.norm1(x), self.act_fn)
         if key is not None and self.dropout > 0:
+            h = activation(self.act_fn, self.norm2(h))
             keep = jax.random.bernoulli(key, 1 - self.dropout, h.shape)
-            h = jnp.where(keep, h / (1 - self.dropout), 0).astype(h.dtype)
-        h = self.conv2(h)
+            h = self.conv2(jnp.where(keep, h / (1 - self.dropout), 0).astype(h.dtype))
+        else:
+            h = self.conv2.of_activated(self.norm2(h), self.act_fn)
         shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
         return shortcut.astype(h.dtype) + h
 

@@ -8,11 +8,13 @@ with Winograd next to XLA's stride-2 convs ran at 1.11-1.18x torch's time, with 
 Convs with few channels (an image's 3, a latent's 4) stay with XLA, which is several times faster for them.
 """
 
+from collections.abc import Callable
+
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._winograd import combine_kernel_taps, interleave_2x2, winograd_conv3x3
+from ._winograd import combine_kernel_taps, interleave_2x2, winograd_conv3x3, winograd_conv3x3_of_phases
 
 # Below this many input or output channels matmuls lose to XLA's conv: a 3 -> 128 channel conv at 256x256 took 103 ms
 # with Winograd against 20 ms direct, and the 128 -> 3 output conv as shifted dots about 150 ms against 45 ms.
@@ -75,6 +77,24 @@ def matmul_conv(
     if uses_winograd(weight.shape, stride, *x.shape[1:]):
         return winograd_conv3x3(x, weight)
     return shifted_dots_conv(x, weight, stride)
+
+
+def activated_winograd_conv3x3(
+    x: Float[Array, "in_channels height width"],
+    weight: Float[Array, "out_channels in_channels 3 3"],
+    activation: Callable[[Array], Array],
+) -> Float[Array, "out_channels height width"]:
+    """The 3x3 conv (stride 1, padding 1; even height and width) of `activation(x)`, with Winograd.
+
+    The activation is applied to the four 2x2 phases of `x` and each phase is zero-padded on its own side, so the
+    stride-2 reads happen once, where the activation is computed, and the 16 Winograd input transforms read their
+    taps with unit stride. `activation(0)` must be 0 (the padding comes after it), true of every `act_fn`.
+    """
+    phases = [
+        [jnp.pad(activation(x[:, 1 - a :: 2, 1 - b :: 2]), ((0, 0), (1 - a, a), (1 - b, b))) for b in range(2)]
+        for a in range(2)
+    ]
+    return winograd_conv3x3_of_phases(phases, weight)
 
 
 def upsample_conv3x3(

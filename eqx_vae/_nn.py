@@ -13,8 +13,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._config import CONV_ALGORITHMS
-from ._matmul_conv import matmul_conv, upsample_conv3x3, uses_matmuls
-from ._sharding_context import halo_pad, mean_over_bands
+from ._matmul_conv import activated_winograd_conv3x3, matmul_conv, upsample_conv3x3, uses_matmuls
+from ._sharding_context import halo_pad, mean_over_bands, spatially_sharded
 
 _ACTIVATIONS = {
     "silu": jax.nn.silu,
@@ -23,6 +23,17 @@ _ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # torch.nn.GELU() is the exact (erf) form
     "relu": jax.nn.relu,
 }
+
+
+
+def _silu_as_one_division(x: Array) -> Array:
+    return x / (1 + jnp.exp(-x))
+
+
+# The activations applied inside a Winograd conv (`Conv2d.of_activated`). SiLU is written as one division so that XLA
+# keeps the activated phases in memory: with `x * sigmoid(x)` it stored only the sigmoid and redid the rest inside
+# each of the 16 input transforms. The value is the same to a rounding.
+_ACTIVATIONS_IN_CONV = {**_ACTIVATIONS, "silu": _silu_as_one_division, "swish": _silu_as_one_division}
 
 
 def activation(name: str, x: Array) -> Array:
@@ -77,6 +88,9 @@ class Conv2d(eqx.Module):
     def _matmuls(self) -> bool:
         return self.algorithm == "winograd" and uses_matmuls(self.weight.shape)
 
+    def _same_size_3x3(self) -> bool:
+        return self.weight.shape[2:] == (3, 3) and self.stride == 1 and self.padding == ((1, 1), (1, 1))
+
     def _padded_input(self, x: Array) -> tuple[Array, tuple[tuple[int, int], tuple[int, int]]]:
         """`x` in the compute dtype, with the halo of spatial sharding (issue 4): neighbours' rows replace zero rows."""
         x, padding = halo_pad(x, self.padding)
@@ -104,11 +118,22 @@ class Conv2d(eqx.Module):
     ) -> Float[Array, "out_channels 2*height 2*width"]:
         """This conv (3x3, stride 1, padding 1) of the nearest-neighbour 2x upsampling of `x`; with matmuls, computed
         from `x` itself (`upsample_conv3x3`)."""
-        same_size_3x3 = self.weight.shape[2:] == (3, 3) and self.stride == 1 and self.padding == ((1, 1), (1, 1))
-        if not (self._matmuls() and same_size_3x3):
+        if not (self._matmuls() and self._same_size_3x3()):
             return self(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
         x, padding = self._padded_input(x)  # one small-image row of halo is one upsampled row
         out = upsample_conv3x3(jnp.pad(x, ((0, 0), *padding)), self.weight.astype(self.dtype))
+        return out + self.bias.astype(self.dtype)[:, None, None]
+
+    def of_activated(
+        self, x: Float[Array, "in_channels height width"], act_fn: str
+    ) -> Float[Array, "out_channels out_height out_width"]:
+        """This conv of `activation(act_fn, x)`. With Winograd (an even-sized image, not spatially sharded) the
+        activation is computed inside the conv, on the 2x2 phases its transforms read (`activated_winograd_conv3x3`)."""
+        even = x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0
+        if not (self._matmuls() and self._same_size_3x3() and even and not spatially_sharded()):
+            return self(activation(act_fn, x))
+        weight = self.weight.astype(self.dtype)
+        out = activated_winograd_conv3x3(x.astype(self.dtype), weight, _ACTIVATIONS_IN_CONV[act_fn])
         return out + self.bias.astype(self.dtype)[:, None, None]
 
 

@@ -36,6 +36,11 @@ def spatial_axis(axis_name: str, bands: int) -> Iterator[None]:
         _SPATIAL_AXIS.reset(token)
 
 
+def spatially_sharded() -> bool:
+    """Whether the layers are being traced inside a spatially sharded body."""
+    return _SPATIAL_AXIS.get() is not None
+
+
 def halo_pad(
     x: Float[Array, "channels height width"], padding: tuple[tuple[int, int], tuple[int, int]]
 ) -> tuple[Float[Array, "channels padded_height width"], tuple[tuple[int, int], tuple[int, int]]]:

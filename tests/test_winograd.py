@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 import eqx_vae
-from eqx_vae._matmul_conv import shifted_dots_conv, upsample_conv3x3, uses_matmuls, uses_winograd
+from eqx_vae._matmul_conv import (
+    activated_winograd_conv3x3,
+    shifted_dots_conv,
+    upsample_conv3x3,
+    uses_matmuls,
+    uses_winograd,
+)
+from eqx_vae._nn import activation
 from eqx_vae._winograd import winograd_conv3x3
 
 
@@ -111,6 +118,28 @@ def test_upsample2d_in_winograd_mode_equals_direct():
     }
     assert "conv_general_dilated" not in _primitives(ups["winograd"], x)
     np.testing.assert_allclose(ups["winograd"](x), ups["direct"](x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("act_fn", ["silu", "gelu"])
+@pytest.mark.parametrize("shape", [(5, 8, 12), (16, 2, 6)])
+def test_winograd_of_the_activation_matches_float64(act_fn, shape):
+    key_x, key_w = jax.random.split(jax.random.key(shape[0]))
+    x = 3 * jax.random.normal(key_x, shape)
+    weight = jax.random.normal(key_w, (7, shape[0], 3, 3)) / np.sqrt(9 * shape[0])
+    activated = np.asarray(activation(act_fn, x), np.float64)
+    exact = _float64_reference(np.pad(activated, ((0, 0), (1, 1), (1, 1))), weight)
+    ours = np.asarray(activated_winograd_conv3x3(x, weight, lambda h: activation(act_fn, h)))
+    assert ours.shape == exact.shape == (7, *shape[1:])
+    assert np.abs(ours - exact).max() < 1e-5 * max(1.0, np.abs(exact).max())
+
+
+@pytest.mark.parametrize("act_fn", ["silu", "swish", "mish"])
+@pytest.mark.parametrize("size", [(8, 6), (7, 9), (8, 5)])  # even: the activation goes inside the Winograd conv
+def test_conv2d_of_activated_equals_conv_of_the_activation(act_fn, size):
+    x = 3 * jax.random.normal(jax.random.key(5), (16, *size))
+    expected = _conv(16, "direct")(activation(act_fn, x))
+    for algorithm in ("direct", "winograd"):
+        np.testing.assert_allclose(_conv(16, algorithm).of_activated(x, act_fn), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_which_convs_use_winograd():
