@@ -6,6 +6,8 @@ nearest 2x upsampling + 3x3 conv as four 2x2 convs of the small image (sub-pixel
 taps of one matmul each ("shifted dots"). Keeping the convs in the same channel-major form matters: an SD-size encode
 with Winograd next to XLA's stride-2 convs ran at 1.11-1.18x torch's time, with stride-2 shifted dots at 0.85-0.92x.
 Convs with few channels (an image's 3, a latent's 4) stay with XLA, which is several times faster for them.
+A Winograd conv of an activation (GroupNorm -> activation -> conv in a resnet) takes the activation inside, computed
+on the 2x2 phases of its input (`activated_winograd_conv3x3`).
 """
 
 from collections.abc import Callable

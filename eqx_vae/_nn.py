@@ -25,7 +25,6 @@ _ACTIVATIONS = {
 }
 
 
-
 def _silu_as_one_division(x: Array) -> Array:
     return x / (1 + jnp.exp(-x))
 
