@@ -3,11 +3,13 @@
     python examples/benchmarks/parity_report.py            # tiny configs + the SD-size config at 64x64
     python examples/benchmarks/parity_report.py --size 256 # SD-size at 256x256 (slow on CPU)
     python examples/benchmarks/parity_report.py --conv-algorithm winograd
+    python examples/benchmarks/parity_report.py --float64  # also: forward vs diffusers run in float64
 
 Random weights with perturbed norms and biases, float32, CPU. Needs the `test` extra (torch, diffusers).
 """
 
 import argparse
+import copy
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +25,9 @@ from helpers import random_diffusers_vae, random_images, tiny_config, to_torch  
 SD_SIZE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32)
 
 
-def compare(name: str, config: eqx_vae.AutoencoderKLConfig, shape: tuple[int, ...], conv_algorithm: str) -> dict:
+def compare(
+    name: str, config: eqx_vae.AutoencoderKLConfig, shape: tuple[int, ...], conv_algorithm: str, float64: bool
+) -> dict:
     reference = random_diffusers_vae(config)
     with tempfile.TemporaryDirectory() as directory:
         reference.save_pretrained(directory)
@@ -48,6 +52,14 @@ def compare(name: str, config: eqx_vae.AutoencoderKLConfig, shape: tuple[int, ..
         theirs = theirs.numpy()
         result[what] = float(np.abs(np.asarray(mine) - theirs).max())
         result[what + "_scale"] = float(np.abs(theirs).max())
+    if float64:  # the exact answer: the same diffusers model and input in float64
+        with torch.no_grad():
+            exact = copy.deepcopy(reference).double()(to_torch(images).double()).sample.numpy()
+        result["forward_float64"] = {
+            "diffusers float32": float(np.abs(forward.numpy() - exact).max()),
+            "eqx_vae": float(np.abs(np.asarray(rows["forward"][0], np.float64) - exact).max()),
+            "max abs": float(np.abs(exact).max()),
+        }
     return result
 
 
@@ -55,6 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=64, help="image side for the SD-size config")
     parser.add_argument("--conv-algorithm", default="direct", choices=["direct", "winograd"])
+    parser.add_argument("--float64", action="store_true", help="also compare the forward with diffusers in float64")
     args = parser.parse_args()
     torch.set_num_threads(2)
     cases = [
@@ -74,13 +87,18 @@ def main() -> None:
     ]
     print("| case | mean | logvar | decode | forward | max abs of reference (decode) |")
     print("|---|---|---|---|---|---|")
+    exact = {}
     for name, config, shape in cases:
-        r = compare(name, config, shape, args.conv_algorithm)
+        r = compare(name, config, shape, args.conv_algorithm, args.float64)
         print(
             f"| {name} | {r['mean']:.2e} | {r['logvar']:.2e} | {r['decode']:.2e} | {r['forward']:.2e} | "
             f"{r['decode_scale']:.3g} |",
             flush=True,
         )
+        if args.float64:
+            exact[name] = r["forward_float64"]
+    for name, errors in exact.items():
+        print(f"{name}: forward vs diffusers float64: " + ", ".join(f"{k} {v:.3g}" for k, v in errors.items()))
 
 
 if __name__ == "__main__":
