@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._config import CONV_ALGORITHMS
-from ._matmul_conv import activated_winograd_conv3x3, matmul_conv, upsample_conv3x3, uses_matmuls
+from ._matmul_conv import activated_winograd_conv3x3, matmul_conv, upsample_conv3x3, uses_matmuls, uses_winograd
 from ._sharding_context import halo_pad, mean_over_bands, spatially_sharded
 
 _ACTIVATIONS = {
@@ -87,9 +87,6 @@ class Conv2d(eqx.Module):
     def _matmuls(self) -> bool:
         return self.algorithm == "winograd" and uses_matmuls(self.weight.shape)
 
-    def _same_size_3x3(self) -> bool:
-        return self.weight.shape[2:] == (3, 3) and self.stride == 1 and self.padding == ((1, 1), (1, 1))
-
     def _padded_input(self, x: Array) -> tuple[Array, tuple[tuple[int, int], tuple[int, int]]]:
         """`x` in the compute dtype, with the halo of spatial sharding (issue 4): neighbours' rows replace zero rows."""
         x, padding = halo_pad(x, self.padding)
@@ -117,7 +114,8 @@ class Conv2d(eqx.Module):
     ) -> Float[Array, "out_channels 2*height 2*width"]:
         """This conv (3x3, stride 1, padding 1) of the nearest-neighbour 2x upsampling of `x`; with matmuls, computed
         from `x` itself (`upsample_conv3x3`)."""
-        if not (self._matmuls() and self._same_size_3x3()):
+        same_size_3x3 = self.weight.shape[2:] == (3, 3) and self.stride == 1 and self.padding == ((1, 1), (1, 1))
+        if not (self._matmuls() and same_size_3x3):
             return self(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
         x, padding = self._padded_input(x)  # one small-image row of halo is one upsampled row
         out = upsample_conv3x3(jnp.pad(x, ((0, 0), *padding)), self.weight.astype(self.dtype))
@@ -128,8 +126,9 @@ class Conv2d(eqx.Module):
     ) -> Float[Array, "out_channels out_height out_width"]:
         """This conv of `activation(act_fn, x)`. With Winograd (an even-sized image, not spatially sharded) the
         activation is computed inside the conv, on the 2x2 phases its transforms read (`activated_winograd_conv3x3`)."""
-        even = x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0
-        if not (self._matmuls() and self._same_size_3x3() and even and not spatially_sharded()):
+        padded_height, padded_width = x.shape[1] + 2, x.shape[2] + 2
+        winograd = uses_winograd(self.weight.shape, self.stride, padded_height, padded_width)
+        if not (self.algorithm == "winograd" and self.padding == ((1, 1), (1, 1)) and winograd) or spatially_sharded():
             return self(activation(act_fn, x))
         weight = self.weight.astype(self.dtype)
         out = activated_winograd_conv3x3(x.astype(self.dtype), weight, _ACTIVATIONS_IN_CONV[act_fn])

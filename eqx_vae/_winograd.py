@@ -54,10 +54,31 @@ def _output_transform(m: list[Array]) -> list[Array]:
     return [m0 + m1 + m2, m1 - m2 - m3]
 
 
-def _winograd(taps: list[list[Array]], weight: Float[Array, "out_channels in_channels 3 3"]) -> Array:
-    """The conv from its 4x4 grid of input taps: `taps[a][b]` is `(in_channels, height / 2, width / 2)` and holds
-    padded pixel `(2p + a, 2q + b)` at block `(p, q)`."""
-    channels, half_height, half_width = taps[0][0].shape
+def winograd_conv3x3(
+    x: Float[Array, "in_channels padded_height padded_width"], weight: Float[Array, "out_channels in_channels 3 3"]
+) -> Float[Array, "out_channels height width"]:
+    """The stride-1, unpadded ('VALID') 3x3 convolution of an already padded image: `height = padded_height - 2`
+    and `width = padded_width - 2`, both even. Its 2x2 phases are stride-2 slices (which XLA reads in place)."""
+    return winograd_conv3x3_of_phases([[x[:, a::2, b::2] for b in range(2)] for a in range(2)], weight)
+
+
+def winograd_conv3x3_of_phases(
+    phases: list[list[Float[Array, "in_channels phase_height phase_width"]]],
+    weight: Float[Array, "out_channels in_channels 3 3"],
+) -> Float[Array, "out_channels 2*phase_height-2 2*phase_width-2"]:
+    """The same conv of a padded image given as its four 2x2 phases: `phases[a][b]` holds padded pixels
+    `(2i + a, 2j + b)`. Tap `(a, b)` of output block `(p, q)` is padded pixel `(2p + a, 2q + b)`, a unit-stride slice
+    of a phase.
+
+    Everything stays channel-major, as the image is: each product is `(out, in) @ (in, blocks)`. (Channel-minor
+    matmuls with a transpose in and out measured 1.4x slower over a whole SD-size decode.)
+    """
+    channels, phase_height, phase_width = phases[0][0].shape
+    half_height, half_width = phase_height - 1, phase_width - 1
+    taps = [
+        [phases[a % 2][b % 2][:, a // 2 : a // 2 + half_height, b // 2 : b // 2 + half_width] for b in range(4)]
+        for a in range(4)
+    ]
     rows = [_input_transform([taps[a][b] for a in range(4)]) for b in range(4)]  # rows[b][k]
     transformed = [_input_transform([rows[b][k] for b in range(4)]) for k in range(4)]  # [row k][column c]
     kernel = combine_kernel_taps(weight, _G, _G)
@@ -71,35 +92,6 @@ def _winograd(taps: list[list[Array]], weight: Float[Array, "out_channels in_cha
     half = [_output_transform(products[k]) for k in range(4)]  # half[k][j]
     out = [_output_transform([half[k][j] for k in range(4)]) for j in range(2)]  # out[j][i]: output pixel (2p+i, 2q+j)
     return interleave_2x2([[out[j][i] for j in range(2)] for i in range(2)])
-
-
-def winograd_conv3x3(
-    x: Float[Array, "in_channels padded_height padded_width"], weight: Float[Array, "out_channels in_channels 3 3"]
-) -> Float[Array, "out_channels height width"]:
-    """The stride-1, unpadded ('VALID') 3x3 convolution of an already padded image: `height = padded_height - 2`
-    and `width = padded_width - 2`, both even.
-
-    Everything stays channel-major, as the image is: tap `(a, b)` of output block `(p, q)` is padded pixel
-    `(2p + a, 2q + b)`, a stride-2 slice, and each product is `(out, in) @ (in, blocks)`. (Channel-minor matmuls with
-    a transpose in and out measured 1.4x slower over a whole SD-size decode.)
-    """
-    half_height, half_width = (x.shape[1] - 2) // 2, (x.shape[2] - 2) // 2
-    taps = [[x[:, a : a + 2 * half_height - 1 : 2, b : b + 2 * half_width - 1 : 2] for b in range(4)] for a in range(4)]
-    return _winograd(taps, weight)
-
-
-def winograd_conv3x3_of_phases(
-    phases: list[list[Float[Array, "in_channels phase_height phase_width"]]],
-    weight: Float[Array, "out_channels in_channels 3 3"],
-) -> Float[Array, "out_channels 2*phase_height-2 2*phase_width-2"]:
-    """The same conv of a padded image given as its four 2x2 phases: `phases[a][b]` holds padded pixels
-    `(2i + a, 2j + b)`. Every tap is then a unit-stride slice of a phase."""
-    half_height, half_width = phases[0][0].shape[1] - 1, phases[0][0].shape[2] - 1
-    taps = [
-        [phases[a % 2][b % 2][:, a // 2 : a // 2 + half_height, b // 2 : b // 2 + half_width] for b in range(4)]
-        for a in range(4)
-    ]
-    return _winograd(taps, weight)
 
 
 def interleave_2x2(phases: list[list[Array]]) -> Array:
