@@ -1,0 +1,150 @@
+"""Diffusers-named state dicts: the one meeting point of every checkpoint format.
+
+Each format turns its own names and layouts into a `TensorSource` in diffusers' naming (`encoder.down_blocks.0.
+resnets.1.conv1.weight` -> array in PyTorch layout). Because the modules' fields carry those same names, building the
+model from it is a name lookup: `state_dict_to_model`.
+"""
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..models import AutoencoderKL, AutoencoderKLConfig, with_compute_dtype
+from ..models._transforms import float_dtype
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSource:
+    """Tensors by diffusers name, read lazily: `shapes[name]` without reading, `read(name)` one array at a time.
+
+    `source` names the file(s) for error messages.
+    """
+
+    shapes: Mapping[str, tuple[int, ...]]
+    read: Callable[[str], np.ndarray]
+    source: str
+
+    def renamed(
+        self,
+        new_to_old: Mapping[str, str],
+        transforms: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+        new_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    ) -> "TensorSource":
+        """A view with new names (`new_to_old[new] = old`) and optional per-name layout fixes applied on read
+        (`transforms[new]`, which turn a tensor into shape `new_shapes[new]`)."""
+        transforms = dict(transforms or {})
+        new_shapes = dict(new_shapes or {})
+        if set(transforms) != set(new_shapes):
+            raise ValueError("every layout fix needs the shape it produces")
+        shapes = {new: tuple(new_shapes.get(new, self.shapes[old])) for new, old in new_to_old.items()}
+        read = self.read
+
+        def read_renamed(name: str) -> np.ndarray:
+            array = read(new_to_old[name])
+            return transforms[name](array) if name in transforms else array
+
+        return TensorSource(shapes, read_renamed, self.source)
+
+
+def _path_to_name(path) -> str:
+    parts = []
+    for entry in path:
+        if isinstance(entry, jax.tree_util.GetAttrKey):
+            parts.append(entry.name)
+        elif isinstance(entry, jax.tree_util.SequenceKey):
+            parts.append(str(entry.idx))
+        else:  # pragma: no cover - the model holds only attributes and lists
+            raise TypeError(f"unexpected pytree path entry {entry!r}")
+    return ".".join(parts)
+
+
+def _is_parameter(leaf) -> bool:
+    return eqx.is_array(leaf) or isinstance(leaf, jax.ShapeDtypeStruct)
+
+
+def named_parameters(model: AutoencoderKL) -> dict[str, Any]:
+    """Every array of the model by its diffusers state-dict name, e.g. `decoder.up_blocks.0.upsamplers.0.conv.bias`."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(eqx.filter(model, _is_parameter))
+    return {_path_to_name(path): leaf for path, leaf in leaves}
+
+
+_LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+_LEGACY_PATTERN = re.compile(r"(\.attentions\.\d+\.)(query|key|value|proj_attn)\.")
+
+
+def normalise_diffusers_name(name: str) -> str:
+    """Renames a legacy attention name (query/key/value/proj_attn) of old diffusers checkpoints to today's."""
+    return _LEGACY_PATTERN.sub(lambda m: m.group(1) + _LEGACY_ATTENTION[m.group(2)] + ".", name)
+
+
+def skeleton(config: AutoencoderKLConfig) -> AutoencoderKL:
+    """The model's structure with `jax.ShapeDtypeStruct` leaves: no memory spent on weights."""
+    return eqx.filter_eval_shape(AutoencoderKL, config, key=jax.random.key(0))
+
+
+def check_state_dict(config: AutoencoderKLConfig, shapes: Mapping[str, tuple[int, ...]], source: str) -> None:
+    """Raises a ValueError listing the missing, unexpected and shape-mismatched keys, if any."""
+    expected = {name: tuple(leaf.shape) for name, leaf in named_parameters(skeleton(config)).items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    mismatched = sorted(
+        f"{name}: checkpoint {tuple(shapes[name])} vs model {expected[name]}"
+        for name in set(expected) & set(shapes)
+        if tuple(shapes[name]) != expected[name]
+    )
+    if missing or unexpected or mismatched:
+        lines = [f"{source}: the weights do not match the config"]
+        for title, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+            if names:
+                shown = ", ".join(names[:20]) + (f", ... ({len(names) - 20} more)" if len(names) > 20 else "")
+                lines.append(f"  {title} ({len(names)}): {shown}")
+        raise ValueError("\n".join(lines))
+
+
+def state_dict_to_model(
+    config: AutoencoderKLConfig,
+    get_tensor: Callable[[str], np.ndarray],
+    shapes: Mapping[str, tuple[int, ...]],
+    source: str,
+    *,
+    dtype=None,
+    param_dtype=None,
+) -> AutoencoderKL:
+    """Builds the model from diffusers-named tensors; `get_tensor(name)` is called once per parameter.
+
+    `dtype` sets the compute and the parameter dtype (float32 by default), `param_dtype` overrides the latter.
+    Tensors are fetched one at a time and cast to the parameter dtype, so at most one extra copy of a single tensor
+    is alive besides the finished parameters.
+    """
+    compute = float_dtype("float32" if dtype is None else dtype)
+    storage = float_dtype(compute if param_dtype is None else param_dtype, "param_dtype")
+    check_state_dict(config, shapes, source)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(skeleton(config))
+    arrays = []
+    for path, leaf in leaves:
+        if isinstance(leaf, jax.ShapeDtypeStruct):
+            arrays.append(jnp.asarray(get_tensor(_path_to_name(path)), dtype=storage))
+        else:
+            arrays.append(leaf)
+    return with_compute_dtype(jax.tree_util.tree_unflatten(treedef, arrays), compute)
+
+
+def source_to_model(config: AutoencoderKLConfig, tensors: TensorSource, *, dtype=None, param_dtype=None) -> AutoencoderKL:
+    """`state_dict_to_model` for a `TensorSource`."""
+    return state_dict_to_model(
+        config, tensors.read, tensors.shapes, tensors.source, dtype=dtype, param_dtype=param_dtype
+    )
+
+
+def model_to_state_dict(model: AutoencoderKL, dtype=None) -> dict[str, np.ndarray]:
+    """The diffusers state dict of `model` as NumPy arrays (optionally cast, e.g. to float16 for a smaller file)."""
+    return {
+        name: np.asarray(value if dtype is None else value.astype(dtype))
+        for name, value in named_parameters(model).items()
+    }

@@ -1,0 +1,14 @@
+"""Running a model: batched jitted encode / decode / reconstruct, tiling, slicing, multi-device sharding."""
+
+from ._batched import decode as decode
+from ._batched import encode as encode
+from ._batched import reconstruct as reconstruct
+from ._compile_cache import enable_compilation_cache as enable_compilation_cache
+from ._sharding import data_parallel_decode as data_parallel_decode
+from ._sharding import data_parallel_encode as data_parallel_encode
+from ._sharding import spatial_decode as spatial_decode
+from ._sharding import spatial_encode as spatial_encode
+from ._slicing import sliced_decode as sliced_decode
+from ._slicing import sliced_encode as sliced_encode
+from ._tiling import tiled_decode as tiled_decode
+from ._tiling import tiled_encode as tiled_encode

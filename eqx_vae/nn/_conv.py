@@ -1,0 +1,86 @@
+"""Conv2d with PyTorch's parameter layout (weight OIHW, bias `(out,)`), over one `(channels, height, width)` image."""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._conv_backends import AbstractConvBackend, XlaConv, upsample_nearest_2x
+from ._init import torch_default_init
+from ._spatial import halo_pad
+
+
+class Conv2d(eqx.Module):
+    """A 2D convolution, weight `(out, in, kh, kw)` and bias `(out,)` as diffusers stores them.
+
+    - `backend` computes it (`XlaConv` by default, `WinogradConv` for matmuls; see `AbstractConvBackend`).
+    - `dtype` is the compute dtype; the weights stay in the dtype they are stored in and are cast when it runs.
+    - `spatial_axis`: when set, the image's rows are split over that mesh axis (inside `jax.shard_map`) and the
+      zero rows of the padding are replaced by the neighbouring bands' rows.
+    """
+
+    weight: Float[Array, "out_channels in_channels kernel_height kernel_width"]
+    bias: Float[Array, " out_channels"]
+    backend: AbstractConvBackend
+    stride: int = eqx.field(static=True)
+    padding: tuple[tuple[int, int], tuple[int, int]] = eqx.field(static=True)
+    dtype: jnp.dtype = eqx.field(static=True)
+    spatial_axis: str | None = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        stride: int = 1,
+        padding: int | tuple[tuple[int, int], tuple[int, int]] = 0,
+        dtype: jnp.dtype | str | None = None,
+        param_dtype: jnp.dtype | str | None = None,
+        key: PRNGKeyArray,
+    ):
+        shape = (out_channels, in_channels, kernel_size, kernel_size)
+        param_dtype = jnp.dtype(param_dtype or jnp.float32)
+        self.weight, self.bias = torch_default_init(key, shape, in_channels * kernel_size**2, param_dtype)
+        self.backend = XlaConv()
+        self.stride = stride
+        self.padding = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
+        self.dtype = jnp.dtype(dtype or jnp.float32)
+        self.spatial_axis = None
+
+    def _run(self, method: Callable, x: Array, **options) -> Array:
+        x = x.astype(self.dtype)
+        padding = self.padding
+        if self.spatial_axis is not None:
+            x, padding = halo_pad(x, padding, self.spatial_axis)
+        out = method(x, self.weight.astype(self.dtype), stride=self.stride, padding=padding, **options)
+        return out + self.bias.astype(self.dtype)[:, None, None]
+
+    def __call__(
+        self, x: Float[Array, "in_channels height width"]
+    ) -> Float[Array, "out_channels out_height out_width"]:
+        return self._run(self.backend.conv, x)
+
+    def of_activated(
+        self, x: Float[Array, "in_channels height width"], activation: Callable[[Array], Array]
+    ) -> Float[Array, "out_channels out_height out_width"]:
+        """This conv of `activation(x)`, fused where the backend can (pre-activation resnets)."""
+        if self.spatial_axis is not None:  # halos are exchanged after the activation
+            return self(activation(x))
+        return self._run(self.backend.conv_of_activated, x, activation=activation)
+
+    def of_upsampled(
+        self, x: Float[Array, "in_channels height width"]
+    ) -> Float[Array, "out_channels out_height out_width"]:
+        """This conv of the nearest-neighbour 2x upsampling of `x`, fused where the backend can (upsamplers)."""
+        if self.spatial_axis is not None:  # halos are exchanged at the upsampled size
+            return self(upsample_nearest_2x(x))
+        return self._run(self.backend.conv_of_upsampled, x)
+
+
+def conv_layers(tree) -> list[Conv2d]:
+    """Every Conv2d in a pytree, in tree order."""
+    is_conv = lambda node: isinstance(node, Conv2d)  # noqa: E731
+    return [node for node in jax.tree_util.tree_leaves(tree, is_leaf=is_conv) if is_conv(node)]

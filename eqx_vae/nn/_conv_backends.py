@@ -1,0 +1,102 @@
+"""How a `Conv2d` computes: XLA's convolution, or channel-major matmuls with Winograd.
+
+A backend is a module with no parameters that a `Conv2d` holds as its `backend` field. Every backend computes the
+same three things, the last two fused where it pays:
+
+- `conv(x)`: the convolution of `x`, zero-padded by `padding`;
+- `conv_of_activated(x, activation)`: the convolution of `activation(x)` (a resnet's norm -> activation -> conv);
+- `conv_of_upsampled(x)`: the convolution of the nearest-neighbour 2x upsampling of `x` (the decoder's upsamplers).
+
+Switch a loaded model with `eqx_vae.with_conv_backend(model, eqx_vae.WinogradConv())`.
+"""
+
+import abc
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ._matmul_conv import activated_winograd_conv3x3, matmul_conv, upsample_conv3x3, uses_matmuls, uses_winograd
+
+Padding = tuple[tuple[int, int], tuple[int, int]]
+Image = Float[Array, "in_channels height width"]
+Weight = Float[Array, "out_channels in_channels kernel_height kernel_width"]
+Output = Float[Array, "out_channels out_height out_width"]
+
+
+def upsample_nearest_2x(x: Float[Array, "channels height width"]) -> Float[Array, "channels 2*height 2*width"]:
+    """Nearest-neighbour 2x upsampling (`F.interpolate(scale_factor=2.0, mode="nearest")`)."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+class AbstractConvBackend(eqx.Module):
+    """The algorithm of a `Conv2d`. `x` and `weight` arrive in the compute dtype; no bias is added here."""
+
+    @abc.abstractmethod
+    def conv(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> Output:
+        """The convolution of `x` zero-padded by `padding`, with `stride`."""
+
+    @abc.abstractmethod
+    def conv_of_activated(
+        self, x: Image, weight: Weight, *, stride: int, padding: Padding, activation: Callable[[Array], Array]
+    ) -> Output:
+        """`conv(activation(x))`; `activation(0)` must be 0."""
+
+    @abc.abstractmethod
+    def conv_of_upsampled(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> Output:
+        """`conv(upsample_nearest_2x(x))`, `padding` in upsampled pixels."""
+
+
+class XlaConv(AbstractConvBackend):
+    """XLA's convolution (`lax.conv_general_dilated`), channels-first. The default: quick to compile, exact."""
+
+    def conv(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> Output:
+        return jax.lax.conv_general_dilated(
+            x[None],
+            weight,
+            window_strides=(stride, stride),
+            padding=padding,
+            dimension_numbers=("NCHW", "OIHW", "NCHW"),
+        )[0]
+
+    def conv_of_activated(
+        self, x: Image, weight: Weight, *, stride: int, padding: Padding, activation: Callable[[Array], Array]
+    ) -> Output:
+        return self.conv(activation(x), weight, stride=stride, padding=padding)
+
+    def conv_of_upsampled(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> Output:
+        return self.conv(upsample_nearest_2x(x), weight, stride=stride, padding=padding)
+
+
+def _is_same_size_3x3(weight: Weight, stride: int, padding: Padding) -> bool:
+    return tuple(weight.shape[2:]) == (3, 3) and stride == 1 and padding == ((1, 1), (1, 1))
+
+
+class WinogradConv(AbstractConvBackend):
+    """Convolutions as `(out, in) @ (in, pixels)` matmuls on the channel-major image, never transposed.
+
+    3x3 stride-1 convs use Winograd F(2x2, 3x3) (2.25x fewer multiplies), with the activation computed inside on the
+    input's 2x2 phases; nearest 2x upsampling + 3x3 conv is four 2x2 convs of the small image; strided and 1x1 convs
+    are one matmul per tap. Convs with fewer than `MATMUL_MIN_CHANNELS` channels in or out (an image's 3, a latent's
+    4) use XLA's convolution, which is faster for them. Faster than `XlaConv` on CPU, several times longer to compile.
+    """
+
+    def conv(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> Output:
+        if not uses_matmuls(weight.shape):
+            return XlaConv().conv(x, weight, stride=stride, padding=padding)
+        return matmul_conv(jnp.pad(x, ((0, 0), *padding)), weight, stride)
+
+    def conv_of_activated(
+        self, x: Image, weight: Weight, *, stride: int, padding: Padding, activation: Callable[[Array], Array]
+    ) -> Output:
+        padded_height, padded_width = x.shape[1] + 2, x.shape[2] + 2
+        if _is_same_size_3x3(weight, stride, padding) and uses_winograd(weight.shape, 1, padded_height, padded_width):
+            return activated_winograd_conv3x3(x, weight, activation)
+        return self.conv(activation(x), weight, stride=stride, padding=padding)
+
+    def conv_of_upsampled(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> Output:
+        if _is_same_size_3x3(weight, stride, padding) and uses_matmuls(weight.shape):
+            return upsample_conv3x3(jnp.pad(x, ((0, 0), (1, 1), (1, 1))), weight)
+        return self.conv(upsample_nearest_2x(x), weight, stride=stride, padding=padding)

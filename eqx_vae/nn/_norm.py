@@ -1,0 +1,57 @@
+"""GroupNorm with PyTorch's semantics and statistics in at least float32."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ._spatial import mean_over_bands
+
+
+class GroupNorm(eqx.Module):
+    """`torch.nn.GroupNorm` over `(channels, *spatial)`: biased variance, per-channel affine.
+
+    The epsilon must be given (the SD VAE uses 1e-6). `dtype` is the compute dtype of the output. With
+    `spatial_axis` set, the statistics are averaged over the bands of that mesh axis (exact spatial sharding).
+    """
+
+    weight: Float[Array, " channels"]
+    bias: Float[Array, " channels"]
+    groups: int = eqx.field(static=True)
+    eps: float = eqx.field(static=True)
+    dtype: jnp.dtype = eqx.field(static=True)
+    spatial_axis: str | None = eqx.field(static=True)
+
+    def __init__(
+        self,
+        groups: int,
+        channels: int,
+        eps: float,
+        *,
+        dtype: jnp.dtype | str | None = None,
+        param_dtype: jnp.dtype | str | None = None,
+    ):
+        if channels % groups:
+            raise ValueError(f"GroupNorm: {channels} channels do not split into {groups} groups")
+        param_dtype = jnp.dtype(param_dtype or jnp.float32)
+        self.weight = jnp.ones((channels,), param_dtype)
+        self.bias = jnp.zeros((channels,), param_dtype)
+        self.groups = groups
+        self.eps = eps
+        self.dtype = jnp.dtype(dtype or jnp.float32)
+        self.spatial_axis = None
+
+    def _mean(self, x: Array) -> Array:
+        mean = x.mean(axis=1, keepdims=True)
+        return mean if self.spatial_axis is None else mean_over_bands(mean, self.spatial_axis)
+
+    def __call__(self, x: Float[Array, " channels *spatial"]) -> Float[Array, " channels *spatial"]:
+        channels = x.shape[0]
+        stats_dtype = jnp.promote_types(self.dtype, jnp.float32)
+        grouped = x.astype(stats_dtype).reshape(self.groups, -1)
+        mean = self._mean(grouped)
+        var = self._mean(jnp.square(grouped - mean))
+        normed = ((grouped - mean) * jax.lax.rsqrt(var + self.eps)).reshape(x.shape)
+        scale = self.weight.astype(stats_dtype).reshape((channels,) + (1,) * (x.ndim - 1))
+        shift = self.bias.astype(stats_dtype).reshape((channels,) + (1,) * (x.ndim - 1))
+        return (normed * scale + shift).astype(self.dtype)

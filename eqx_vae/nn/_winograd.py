@@ -1,0 +1,102 @@
+"""Winograd F(2x2, 3x3): a stride-1 3x3 convolution with 16 matmuls instead of 9 taps (2.25x fewer multiplies).
+
+Each 4x4 input window (stride 2) is transformed by `B^T d B`, each 3x3 kernel by `G g G^T`; the 16 transformed
+positions are 16 independent `(C_out, C_in) @ (C_in, pixels/4)` matmuls; `A^T m A` turns each result into a 2x2
+output block (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2015). In float32 it is as close
+to the exact (float64) result as XLA's direct convolution (`tests/test_winograd.py`).
+
+Used by the opt-in `WinogradConv` backend (`_matmul_conv.py`): faster on XLA's CPU backend, several times
+longer to compile, more memory (figures in the README's Performance section).
+"""
+
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+# Kernel transform G (4x3); the input (B^T) and output (A^T) transforms are written out in the two helpers below.
+_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]], np.float32)
+
+
+def _combinations(matrix: np.ndarray, items: list[Array]) -> list[Array]:
+    """`matrix @ items` for a small constant matrix, as adds and scalings of the items (zeros skipped)."""
+    out = []
+    for row in matrix:
+        terms = [item if c == 1 else float(c) * item for c, item in zip(row, items, strict=True) if c != 0]
+        out.append(sum(terms[1:], start=terms[0]))
+    return out
+
+
+def combine_kernel_taps(
+    weight: Float[Array, "out_channels in_channels kernel_height kernel_width"], left: np.ndarray, right: np.ndarray
+) -> list[list[Float[Array, "out_channels in_channels"]]]:
+    """`left @ kernel @ right^T` for every `(out, in)` pair, as a grid of `(out, in)` matrices: entry `[k][l]` is
+    `sum_ab left[k, a] weight[:, :, a, b] right[l, b]`.
+
+    Written as adds of the kernel taps: an einsum with the small matrices was 31 ms for a 512-channel 3x3 kernel
+    against 4.5 ms this way, and it runs on every call, the weights being arguments of the jitted function.
+    """
+    exact = weight.astype(jnp.promote_types(weight.dtype, jnp.float32))  # bfloat16 kernels are summed in float32
+    taps = exact.transpose(2, 3, 0, 1)  # (kernel_height, kernel_width, out, in): each tap a contiguous matrix
+    columns = [_combinations(left, list(taps[:, b])) for b in range(weight.shape[3])]  # columns[b][k]
+    grid = [_combinations(right, [column[k] for column in columns]) for k in range(left.shape[0])]
+    return [[matrix.astype(weight.dtype) for matrix in row] for row in grid]
+
+
+def _input_transform(taps: list[Array]) -> list[Array]:
+    """`B^T d` along one axis: 4 taps of a window -> 4 transformed positions."""
+    d0, d1, d2, d3 = taps
+    return [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
+
+
+def _output_transform(m: list[Array]) -> list[Array]:
+    """`A^T m` along one axis: 4 transformed positions -> 2 outputs."""
+    m0, m1, m2, m3 = m
+    return [m0 + m1 + m2, m1 - m2 - m3]
+
+
+def winograd_conv3x3(
+    x: Float[Array, "in_channels padded_height padded_width"], weight: Float[Array, "out_channels in_channels 3 3"]
+) -> Float[Array, "out_channels height width"]:
+    """The stride-1, unpadded ('VALID') 3x3 convolution of an already padded image: `height = padded_height - 2`
+    and `width = padded_width - 2`, both even. Its 2x2 phases are stride-2 slices (which XLA reads in place)."""
+    return winograd_conv3x3_of_phases([[x[:, a::2, b::2] for b in range(2)] for a in range(2)], weight)
+
+
+def winograd_conv3x3_of_phases(
+    phases: list[list[Float[Array, "in_channels phase_height phase_width"]]],
+    weight: Float[Array, "out_channels in_channels 3 3"],
+) -> Float[Array, "out_channels 2*phase_height-2 2*phase_width-2"]:
+    """The same conv of a padded image given as its four 2x2 phases: `phases[a][b]` holds padded pixels
+    `(2i + a, 2j + b)`. Tap `(a, b)` of output block `(p, q)` is padded pixel `(2p + a, 2q + b)`, a unit-stride slice
+    of a phase.
+
+    Everything stays channel-major, as the image is: each product is `(out, in) @ (in, blocks)`. (Channel-minor
+    matmuls with a transpose in and out measured 1.4x slower over a whole SD-size decode.)
+    """
+    channels, phase_height, phase_width = phases[0][0].shape
+    half_height, half_width = phase_height - 1, phase_width - 1
+    taps = [
+        [phases[a % 2][b % 2][:, a // 2 : a // 2 + half_height, b // 2 : b // 2 + half_width] for b in range(4)]
+        for a in range(4)
+    ]
+    rows = [_input_transform([taps[a][b] for a in range(4)]) for b in range(4)]  # rows[b][k]
+    transformed = [_input_transform([rows[b][k] for b in range(4)]) for k in range(4)]  # [row k][column c]
+    kernel = combine_kernel_taps(weight, _G, _G)
+    products = [
+        [
+            jnp.dot(kernel[k][c], transformed[k][c].reshape(channels, -1)).reshape(-1, half_height, half_width)
+            for c in range(4)
+        ]
+        for k in range(4)
+    ]
+    half = [_output_transform(products[k]) for k in range(4)]  # half[k][j]
+    out = [_output_transform([half[k][j] for k in range(4)]) for j in range(2)]  # out[j][i]: output pixel (2p+i, 2q+j)
+    return interleave_2x2([[out[j][i] for j in range(2)] for i in range(2)])
+
+
+def interleave_2x2(phases: list[list[Array]]) -> Array:
+    """Four `(channels, height, width)` phases -> `(channels, 2 height, 2 width)`: `phases[i][j]` holds the output
+    pixels `(2p + i, 2q + j)`."""
+    channels, height, width = phases[0][0].shape
+    out = jnp.stack([jnp.stack(phases[i], axis=-1) for i in range(2)], axis=2)  # (C, height, 2, width, 2)
+    return out.reshape(channels, 2 * height, 2 * width)
