@@ -52,7 +52,7 @@ def _split(key: PRNGKeyArray | None, batch: int) -> Array | None:
     return None if key is None else jax.random.split(key, batch)
 
 
-def _vmapped(method, *arrays: Array | None) -> Array:
+def _vmapped(method, *arrays: Array | None) -> Array | DiagonalGaussianDistribution:
     """`method` over axis 0 of the arrays; a None array (no keys) is passed as None to every example."""
     in_axes = tuple(None if array is None else 0 for array in arrays)
     return jax.vmap(method, in_axes=in_axes)(*arrays)
