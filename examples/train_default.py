@@ -13,8 +13,8 @@ Reproduce the shipped model (CPU, three stages; `training.json` records each in 
     pip install -e ".[train]"
     # stage 1: 64x64 crops, L1 + KL (26 minutes on 2 idle cores)
     python examples/train_default.py --output /tmp/stage1 --steps 1900 --warmup-steps 100
-    # stage 2: 128/192/256 crops in turn, L1 + MSE + KL; the shipped run stopped after 618 of 1500 scheduled steps
-    # (its 80-minute budget on 2 shared cores ran out)
+    # stage 2: 128/192/256 crops in turn, L1 + MSE + KL; the shipped model stops after 618 of 1500 scheduled steps
+    # (80 minutes on 2 shared cores)
     python examples/train_default.py --init /tmp/stage1 --crop 128 192 256 --batch-size 4 --mse-weight 1 \
         --learning-rate 5e-4 --warmup-steps 50 --steps 1500 --stop-after 618 --seed 1 --output /tmp/stage2
     # stage 3: the same crops of the 9 colour pictures only (16 minutes on 2 shared cores)
@@ -22,28 +22,10 @@ Reproduce the shipped model (CPU, three stages; `training.json` records each in 
         --mse-weight 1 --learning-rate 2e-4 --warmup-steps 20 --steps 400 --seed 2   # writes eqx_vae/default/
     python examples/evaluate_default.py               # held-out PSNR / SSIM
 
-Why the larger crops: stage 1 alone scored well on 64-px crops of the held-out pictures (18.8 dB) but badly on the whole
-pictures (14.2 / 16.3 dB): GroupNorm statistics of a 64-px crop are not those of a 512-px picture. Zeroing the
-mid-block attention changed little (13.7-16.8 dB), so it was not the attention. Held-out PSNR after each stage
-(astronaut / coffee): 14.19 / 16.32, 17.82 / 19.03, 18.54 / 19.19 dB.
+Why three stages, and what was tried besides: `docs/default_model.md`.
 
-Tried and not shipped (2026-11-28), each measured on the held-out pictures (astronaut / coffee):
-- Continuing from the shipped model with `--norm-groups 8 --colour-jitter --chroma-weight 1` (all 24 pictures,
-  learning rate 5e-4): worse after 500 steps, 14.7 / 14.7 dB, and even less colour.
-- A fresh run with 8 GroupNorm groups (so the 32-channel level is not normalised channel by channel, the suspect for
-  the lost colour): stage 1 `--norm-groups 8 --steps 1200 --max-minutes 30` (stopped after 1104 steps) 16.60 /
-  15.90 dB; stage 2 as above but `--steps 450 --max-minutes 26` (328 steps) 17.37 / 15.78 dB; stage 3 as above but
-  `--steps 150 --max-minutes 10` (143 steps) 18.22 / 17.14 dB (SSIM 0.563 / 0.508), below the shipped
-  18.54 / 19.19 dB. Its reconstructions keep as little chroma as the shipped model's (astronaut's RGB chroma std
-  0.069 / 0.033 / 0.067, shipped 0.086 / 0.029 / 0.068, the original 0.27 / 0.10 / 0.20), so GroupNorm grouping
-  is not the cause. The same stage 2 with `--colour-jitter --chroma-weight 1` instead was worse after 250 steps
-  (16.25 / 13.87 dB, chroma std 0.04 / 0.02 / 0.04).
-- Where the colour goes (shipped model): a least-squares fit from the 4 latent values of each 8x8 block to the
-  block's mean chroma, fitted on the same picture, explains 18% / 31% of its variance linearly and 39% / 57% with
-  quadratic terms; the decoder's output explains 22% / -29% and has 0.36 / 0.58 of the original's chroma amplitude.
-  The encoder keeps little colour and the decoder shrinks what it gets. 15 of the 24 training pictures are grey.
-
-`--init FOLDER` continues from a checkpoint (fresh adam state and schedule).
+`--init FOLDER` continues from a checkpoint (fresh adam state and schedule); `--norm-groups` loads its weights under
+another GroupNorm grouping.
 
 Every `--checkpoint-every` steps the model is saved (atomically) to `--output`, so an interrupted run still leaves
 a usable model. `--max-minutes` stops early (and saves) if the wall-clock budget runs out.
@@ -53,6 +35,7 @@ import argparse
 import json
 import os
 import shutil
+import tempfile
 import time
 
 import equinox as eqx
@@ -61,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import eqx_vae
-from eqx_vae._images import read_image
+from eqx_vae import read_image
 
 HELD_OUT = ("astronaut.png", "coffee.png")
 TRAIN_SUFFIXES = (".png", ".jpg")
@@ -170,14 +153,18 @@ def make_step(optimiser, kl_weight: float, mse_weight: float, chroma_weight: flo
     return step
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """A `(3, height, width)` image in [-1, 1] -> `(height, width, 3)` uint8, clipped and rounded."""
+    pixels = np.clip((np.asarray(image, np.float32) + 1.0) * 127.5, 0.0, 255.0)
+    return np.round(pixels).astype(np.uint8).transpose(1, 2, 0)
+
+
 def evaluate(model: eqx_vae.AutoencoderKL, files=None) -> dict[str, dict[str, float]]:
     """PSNR (dB) and SSIM of the mode reconstruction of each held-out image (whole image, cropped to a multiple of 8).
 
     Both are computed by `skimage.metrics` on the 8-bit images, SSIM over the RGB channels (`channel_axis`).
     """
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    from eqx_vae._images import to_uint8
 
     if files is None:
         files = [os.path.join(skimage_data_dir(), name) for name in HELD_OUT]
@@ -204,13 +191,15 @@ def calibrate_scaling_factor(model: eqx_vae.AutoencoderKL, sampler: CropSampler,
     return float(1.0 / jnp.std(latents))
 
 
-def with_scaling_factor(model: eqx_vae.AutoencoderKL, scaling_factor: float) -> eqx_vae.AutoencoderKL:
-    """The same arrays under a config with another scaling factor (the config is a static field)."""
-    config = model.config.replace(scaling_factor=scaling_factor)
-    structure = jax.tree_util.tree_structure(
-        eqx.filter_eval_shape(eqx_vae.AutoencoderKL, config, key=jax.random.key(0))
-    )
-    return jax.tree_util.tree_unflatten(structure, jax.tree_util.tree_leaves(model))
+def with_config(model: eqx_vae.AutoencoderKL, config: eqx_vae.AutoencoderKLConfig) -> eqx_vae.AutoencoderKL:
+    """The same weights under another config (e.g. another scaling factor or GroupNorm grouping), matched by name.
+
+    The config is a static field of the model, so the weights go through a diffusers folder (float32, lossless)
+    and are loaded back under `config`.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        eqx_vae.save_pretrained(model, folder)
+        return eqx_vae.from_pretrained(folder, config=config, dtype=model.dtype, param_dtype=model.param_dtype)
 
 
 def save(model, output: str, dtype: str, info: dict) -> None:
@@ -271,7 +260,7 @@ def main(argv=None):
     else:
         model = eqx_vae.AutoencoderKL(default_config(), key=model_key)
     if args.norm_groups is not None:  # the same weights, normalised in other groups
-        model = eqx_vae.with_config(model, model.config.replace(norm_num_groups=args.norm_groups))
+        model = with_config(model, model.config.replace(norm_num_groups=args.norm_groups))
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, args.learning_rate, args.warmup_steps, args.steps, end_value=args.learning_rate * 0.02
     )
@@ -311,7 +300,7 @@ def main(argv=None):
             print(f"stopping after {done} steps: {reason}")
             break
     scaling_factor = round(calibrate_scaling_factor(model, sampler, max(args.crop)), 5)
-    model = with_scaling_factor(model, scaling_factor)
+    model = with_config(model, model.config.replace(scaling_factor=scaling_factor))
     print(f"scaling_factor (1 / latent std): {scaling_factor}")
     save(model, args.output, args.save_dtype, dict(info, steps_done=done, minutes=round(minutes, 2)))
     shutil.rmtree(os.path.join(args.output, "__pycache__"), ignore_errors=True)
