@@ -5,6 +5,7 @@ arrays are reused as they are (except `with_param_dtype`, which casts them).
 """
 
 import copy
+import dataclasses
 
 import equinox as eqx
 import jax
@@ -30,12 +31,15 @@ def float_dtype(dtype, what: str = "dtype") -> jnp.dtype:
 
 
 def _replace_fields(tree, types: tuple[type, ...], **changes):
-    """`tree` with the fields `changes` set on every node of one of `types` (shallow copies)."""
+    """`tree` with the fields `changes` set on every node of one of `types`, nested ones included (shallow copies;
+    the arrays are shared)."""
 
     def replace(node):
         if not isinstance(node, types):
             return node
         new = copy.copy(node)
+        for field in dataclasses.fields(new):  # nodes nested inside this one
+            object.__setattr__(new, field.name, _replace_fields(getattr(new, field.name), types, **changes))
         for name, value in changes.items():
             object.__setattr__(new, name, value)
         return new

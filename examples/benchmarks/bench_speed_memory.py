@@ -35,15 +35,17 @@ def main() -> None:
         import eqx_vae
 
         model = eqx_vae.from_pretrained(directory, dtype=dtype)
-        model = eqx_vae.with_config(model, model.config.replace(conv_algorithm=conv_algorithm))
+        model = eqx_vae.with_conv_backend(model, eqx_vae.WinogradConv() if conv_algorithm == "winograd" else eqx_vae.XlaConv())
         x = jnp.asarray(x_np, dtype=dtype)
         result["loaded_rss_mib"] = rss_high_water_mib()
         run = eqx_vae.encode if op == "encode" else eqx_vae.decode
         jax.block_until_ready(run(model, x))
         result["peak_rss_mib"] = rss_high_water_mib()
         try:
-            inner = eqx_vae._autoencoder._encode if op == "encode" else eqx_vae._autoencoder._decode
-            compiled = inner.lower(model, x, None).compile()
+            from eqx_vae.inference._batched import decode_batch, encode_batch
+
+            inner = encode_batch if op == "encode" else decode_batch
+            compiled = inner.lower(model, x).compile()
             analysis = getattr(compiled, "compiled", compiled).memory_analysis()  # equinox wraps jax's Compiled
             mib = 1 / 2**20
             result["xla_temp_mib"] = analysis.temp_size_in_bytes * mib
