@@ -21,7 +21,10 @@ from .inference import spatial_decode as spatial_decode
 from .inference import spatial_encode as spatial_encode
 from .inference import tiled_decode as tiled_decode
 from .inference import tiled_encode as tiled_encode
+from .io import LatentFile as LatentFile
+from .io import load_latents as load_latents
 from .io import read_image as read_image
+from .io import save_latents as save_latents
 from .io import write_image as write_image
 from .models import PRESET_NAMES as PRESET_NAMES
 from .models import AttentionBlock as AttentionBlock

@@ -13,8 +13,9 @@ import pytest
 from helpers import tiny_config, tree_allclose
 
 import eqx_vae
-from eqx_vae._cli import main
-from eqx_vae._default import default_model_path
+from eqx_vae.checkpoints import default_model_path
+from eqx_vae.cli import main
+from eqx_vae.io._images import read_image, to_uint8
 
 PIL = pytest.importorskip("PIL.Image")
 SIZE = 16  # every test image pads to 16x16, so all CLI calls share one compiled encode and decode
@@ -82,9 +83,10 @@ def test_encode_decode_round_trip(capsys, model_dir, images, tmp_path):
     latents = tmp_path / "latents"
     status, _, _ = run(capsys, "encode", images, "-o", latents, "--model", model_dir)
     assert status == 0
-    from safetensors.numpy import load_file
-
-    assert load_file(latents / "rgba.safetensors")["latents"].shape == (1, 4, 8, 8)
+    written = eqx_vae.load_latents(latents / "rgba.safetensors")
+    assert written.latents.shape == (1, 4, 8, 8)
+    assert written.image_sizes == [(15, 15)] and written.names == ["rgba.png"]
+    assert written.model == model_dir and written.scaled is False
     decoded = tmp_path / "decoded"
     status, _, _ = run(capsys, "decode", latents, "-o", decoded, "--model", model_dir)
     assert status == 0
@@ -112,6 +114,26 @@ def test_encode_stacked_npy_and_safetensors(capsys, model_dir, images, tmp_path)
     assert_clean_failure(status, err, "differ in size")
 
 
+def test_decode_unscales_diffusion_latents(capsys, model_dir, images, tmp_path):
+    """A file whose metadata says `scaled` (to_diffusion_latents applied) decodes to the same image as the VAE's own
+    latents."""
+    status, _, _ = run(capsys, "encode", images / "rgb.png", "-o", tmp_path / "z.safetensors", "--model", model_dir)
+    assert status == 0
+    own = eqx_vae.load_latents(tmp_path / "z.safetensors")
+    model = eqx_vae.from_pretrained(model_dir)
+    scaled = np.asarray(eqx_vae.to_diffusion_latents(jax.numpy.asarray(own.latents), model))
+    assert not np.allclose(scaled, own.latents)
+    eqx_vae.save_latents(tmp_path / "scaled.safetensors", scaled, image_sizes=own.image_sizes, scaled=True)
+    for name in ("z", "scaled"):
+        status, _, _ = run(capsys, "decode", tmp_path / f"{name}.safetensors", "-o", tmp_path / f"{name}.png",
+                           "--model", model_dir)
+        assert status == 0
+    own_image = np.asarray(PIL.open(tmp_path / "z.png"), dtype=int)
+    scaled_image = np.asarray(PIL.open(tmp_path / "scaled.png"), dtype=int)
+    assert own_image.shape == (SIZE, SIZE, 3)
+    assert np.abs(own_image - scaled_image).max() <= 1
+
+
 def test_convert_and_info(capsys, model_dir, tmp_path):
     destination = tmp_path / "converted"
     status, _, _ = run(capsys, "convert", model_dir, destination, "--dtype", "float16")
@@ -133,7 +155,7 @@ def test_convert_and_info(capsys, model_dir, tmp_path):
     assert status == 0 and "parameters:" in stdout
 
 
-def test_missing_paths(capsys, model_dir, tmp_path):
+def test_missing_paths(capsys, model_dir, images, tmp_path):
     for argv in (
         ("reconstruct", tmp_path / "nope.png", "-o", tmp_path / "out", "--model", model_dir),
         ("encode", tmp_path / "nope", "-o", tmp_path / "out", "--model", model_dir),
@@ -147,6 +169,9 @@ def test_missing_paths(capsys, model_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     status, _, err = run(capsys, "reconstruct", tmp_path / "empty", "-o", tmp_path / "out", "--model", model_dir)
     assert_clean_failure(status, err, "no image files")
+    status, _, err = run(capsys, "reconstruct", images, "-o", tmp_path / "one.png", "--model", model_dir)
+    assert_clean_failure(status, err, "one.png names one file", "3 inputs")
+    assert not (tmp_path / "one.png").exists()
 
 
 def test_bad_model_path(capsys, images, tmp_path):
@@ -163,6 +188,12 @@ def test_unreadable_files(capsys, model_dir, images, tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"garbage")
     status, _, err = run(capsys, "decode", tmp_path / "bad.safetensors", "-o", tmp_path / "dec", "--model", model_dir)
     assert_clean_failure(status, err, "bad.safetensors")
+    from safetensors.numpy import save_file
+
+    metadata = {"format": "eqx_vae.latents", "format_version": "1", "scaled": "false", "image_sizes": "[[16, 16, 3]]"}
+    save_file({"latents": np.zeros((1, 4, 8, 8), np.float32)}, str(tmp_path / "meta.safetensors"), metadata=metadata)
+    status, _, err = run(capsys, "decode", tmp_path / "meta.safetensors", "-o", tmp_path / "dec", "--model", model_dir)
+    assert_clean_failure(status, err, "meta.safetensors", "(height, width) pair")
     np.save(tmp_path / "wrong.npy", np.zeros((2, 3), np.float32))
     status, _, err = run(capsys, "decode", tmp_path / "wrong.npy", "-o", tmp_path / "dec", "--model", model_dir)
     assert_clean_failure(status, err, "wrong.npy", "shape")
@@ -203,10 +234,44 @@ def test_usage_errors_exit_non_zero(capsys):
     capsys.readouterr()
 
 
+def test_ctrl_c_exits_cleanly(capsys, monkeypatch):
+    from eqx_vae.cli import _info
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_info, "load_model", interrupted)
+    status, _, err = run(capsys, "info")
+    assert status == 130
+    assert err.strip() == "eqx-vae: interrupted"
+
+
+def test_option_groups(capsys):
+    """--overwrite, --quiet and --batch-size are run options; the model options describe the model only."""
+    with pytest.raises(SystemExit) as raised:
+        main(["encode", "--help"])
+    assert raised.value.code == 0
+    text = capsys.readouterr().out
+    model_part, run_part = text.split("model options:")[1].split("run options:")
+    for option in ("--model", "--dtype", "--tile", "--conv-algorithm"):
+        assert option in model_part and option not in run_part
+    for option in ("--overwrite", "--quiet", "--batch-size"):
+        assert option in run_part and option not in model_part
+
+
+def test_batches_follow_size_and_batch_size():
+    from argparse import Namespace
+
+    from eqx_vae.cli._common import in_batches
+
+    sizes = ["a", "a", "a", "b", "a", "a"]
+    args = Namespace(batch_size=2, quiet=True)
+    assert list(in_batches(range(6), sizes.__getitem__, args, "test")) == [[0, 1], [2], [3], [4, 5]]
+    assert list(in_batches([], sizes.__getitem__, args, "test")) == []
+
+
 def test_tile_option(capsys, model_dir, images, tmp_path):
     """`--tile 8` writes what tiled_encode -> mode -> tiled_decode gives, which differs from the untiled result."""
-    from eqx_vae._images import read_image, to_uint8
-
     status, stdout, _ = run(
         capsys, "reconstruct", images / "rgb.png", "-o", tmp_path / "t.png", "--model", model_dir, "--tile", 8
     )

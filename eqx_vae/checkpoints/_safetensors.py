@@ -13,7 +13,8 @@ from safetensors.numpy import save_file
 
 
 class SafetensorsFile:
-    """The validated header of one safetensors file; `read(name)` returns one tensor as a NumPy array.
+    """The validated header of one safetensors file: `metadata`, and each tensor's `shapes` and `dtypes` (safetensors'
+    names, e.g. "F16", "BF16"); `read(name)` returns one tensor as a NumPy array.
 
     Raises FileNotFoundError for a missing file and ValueError, naming the file, for a truncated or corrupt one
     (a header that lies about shapes or offsets included).
@@ -26,7 +27,9 @@ class SafetensorsFile:
         try:
             self._handle = safe_open(self.path, framework="numpy")
             self.metadata = self._handle.metadata() or {}
-            self.shapes = {name: tuple(self._handle.get_slice(name).get_shape()) for name in self._handle.keys()}
+            slices = {name: self._handle.get_slice(name) for name in self._handle.keys()}
+            self.shapes = {name: tuple(piece.get_shape()) for name, piece in slices.items()}
+            self.dtypes = {name: piece.get_dtype() for name, piece in slices.items()}  # safetensors' names: "F16"
         except SafetensorError as error:
             raise ValueError(f"{self.path}: not a valid safetensors file (truncated or corrupt): {error}") from error
 
