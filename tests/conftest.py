@@ -1,5 +1,15 @@
-import jax
-import pytest
+"""Test configuration: 8 host CPU devices (for the sharding tests), rank promotion raises, shared small models."""
+
+import os
+
+# Must happen before JAX starts its CPU backend: the device count is fixed then. The other tests use device 0.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from helpers import SMALL_CONFIG, tiny_config  # noqa: E402
+
+import eqx_vae  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -11,3 +21,18 @@ def _torch_threads():
     except ImportError:
         return
     torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> eqx_vae.AutoencoderKL:
+    """`AutoencoderKL(tiny_config(), key=key(0))`: three levels (downsampling factor 4), 16/32/32 channels.
+
+    Models are immutable pytrees, so one instance is shared; tests that use the same input shapes also share the
+    compiled `eqx_vae.encode` / `decode` (filter_jit caches on the structure and shapes, not on the weights)."""
+    return eqx_vae.AutoencoderKL(tiny_config(), key=jax.random.key(0))
+
+
+@pytest.fixture(scope="session")
+def small_model() -> eqx_vae.AutoencoderKL:
+    """`AutoencoderKL(SMALL_CONFIG, key=key(0))`: two levels of 8/16 channels, for tests of transforms and errors."""
+    return eqx_vae.AutoencoderKL(SMALL_CONFIG, key=jax.random.key(0))

@@ -1,8 +1,9 @@
-"""Shared test helpers: tiny configs, random diffusers models, tolerance checks."""
+"""Shared test helpers: tiny configs, random diffusers models and their float32 / float64 runs, tolerance checks."""
 
-import dataclasses
+import copy
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -26,6 +27,10 @@ def tiny_config(**changes) -> eqx_vae.AutoencoderKLConfig:
     return eqx_vae.AutoencoderKLConfig(**base)
 
 
+# Two levels of 8 and 16 channels: the cheapest model to compile, for tests of transforms, gradients and errors.
+SMALL_CONFIG = tiny_config(block_out_channels=(8, 16), norm_num_groups=4)
+
+
 def diffusers_kwargs(config: eqx_vae.AutoencoderKLConfig) -> dict:
     """The constructor arguments of diffusers' AutoencoderKL for `config`."""
     kwargs = config.to_dict()
@@ -47,10 +52,45 @@ def random_diffusers_vae(config: eqx_vae.AutoencoderKLConfig, seed: int = 0):
     return vae
 
 
+def load_in_eqx_vae(reference, directory, **kwargs) -> eqx_vae.AutoencoderKL:
+    """diffusers' `save_pretrained` into `directory`, then our `from_pretrained` (keyword arguments passed on)."""
+    reference.save_pretrained(directory)
+    return eqx_vae.from_pretrained(directory, **kwargs)
+
+
 def to_torch(array):
     import torch
 
     return torch.from_numpy(np.array(array, dtype=np.float32))
+
+
+class ReferenceRunner:
+    """Runs one diffusers model in float32 and, as the exact answer, a float64 copy of it, on numpy inputs."""
+
+    def __init__(self, vae):
+        self.vae32 = vae
+        self.vae64 = copy.deepcopy(vae).double()
+
+    def __call__(self, method, array) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 result, float64 result) of `method(vae, input)` (a torch tensor in, a torch tensor out)."""
+        import torch
+
+        with torch.no_grad():
+            results = [
+                method(vae, torch.from_numpy(np.array(array, dtype)))
+                for vae, dtype in ((self.vae32, np.float32), (self.vae64, np.float64))
+            ]
+        return tuple(result.numpy() for result in results)
+
+
+@eqx.filter_jit
+def encode_decode(model: eqx_vae.AutoencoderKL, images):
+    """(mean, logvar, std, decode of the mode) through the public batched API, compiled as one program.
+
+    The decode of the mode is diffusers' forward. One compile per model structure and input shape instead of three
+    (encode, decode and reconstruct compiled apart)."""
+    posterior = eqx_vae.encode(model, images)
+    return posterior.mean, posterior.logvar, posterior.std, eqx_vae.decode(model, posterior.mode())
 
 
 def assert_close_to_reference(ours, reference, *, exact=None, tol: float = 1e-5, what: str = "output") -> None:
@@ -85,8 +125,9 @@ def tree_allclose(x, y, *, rtol: float = 1e-5, atol: float = 1e-6) -> bool:
     return bool(close)
 
 
-def config_fields(config) -> dict:
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+def array_leaves(tree) -> list:
+    """The array leaves of a pytree, in tree order."""
+    return [leaf for leaf in jax.tree_util.tree_leaves(tree) if eqx.is_array(leaf)]
 
 
 def random_images(shape, seed: int = 0) -> jnp.ndarray:
