@@ -85,9 +85,12 @@ for channel, ax in enumerate(axes):
 plt.show()
 """),
     md("""
-Sampling from the posterior instead of taking its mean needs a key. A diffusion model works on
-*scaled* latents: `eqx_vae.to_diffusion_latents(z, model.config)` applies the config's scaling (and shift) factors,
-and `eqx_vae.from_diffusion_latents` undoes it.
+## Keys
+
+Keys follow Equinox: no key means inference. `posterior.mode()` is the posterior's mean; `posterior.sample(key)`
+draws from it, and `eqx_vae.reconstruct(model, images, sample_key=key)` does the same inside the forward pass.
+A diffusion model works on *scaled* latents: `eqx_vae.to_diffusion_latents(z, model.config)` applies the config's
+scaling (and shift) factors, and `eqx_vae.from_diffusion_latents` undoes it.
 """),
     code("""
 import jax
@@ -95,9 +98,27 @@ import jax
 sampled = posterior.sample(jax.random.key(0))
 print("posterior std (mean over elements):", float(posterior.std.mean()))
 print("scaling_factor:", model.config.scaling_factor)
-if hasattr(eqx_vae, "to_diffusion_latents"):
-    scaled = eqx_vae.to_diffusion_latents(sampled, model.config)
-    print("std of the scaled latents:", float(scaled.std()))
+scaled = eqx_vae.to_diffusion_latents(sampled, model.config)
+print("std of the scaled latents:", float(scaled.std()))
+"""),
+    md("""
+## Save the latents, load them back, decode
+
+`eqx_vae.save_latents` writes latents to a safetensors file with metadata: the size and name of each image they came
+from, the model that made them, and whether they are scaled for a diffusion model. `eqx_vae.load_latents` reads the
+file back as a `LatentFile`. Any safetensors reader opens it.
+"""),
+    code("""
+import os
+import tempfile
+
+path = os.path.join(tempfile.mkdtemp(), "astronaut.safetensors")
+eqx_vae.save_latents(path, latents, image_sizes=[images.shape[2:]], names=["astronaut.png"], model="default")
+stored = eqx_vae.load_latents(path)
+print(stored.names, stored.latents.shape, "from images of size", stored.image_sizes, "by model", stored.model,
+      "| scaled:", stored.scaled)
+decoded = eqx_vae.decode(model, jnp.asarray(stored.latents))
+print("same reconstruction as before:", bool(jnp.allclose(decoded, reconstruction, atol=1e-5)))
 """),
 )
 
@@ -206,6 +227,24 @@ loss, grads = eqx.filter_jit(eqx.filter_value_and_grad(batch_loss))(trainable, f
 print("loss", float(loss))
 print("encoder gradients:", jax.tree_util.tree_leaves(grads.encoder))  # empty: the encoder is frozen
 print("decoder gradient arrays:", len(jax.tree_util.tree_leaves(grads.decoder)))
+"""),
+    md("""
+## Run options are tree transforms
+
+The config is the architecture only (what `config.json` holds). How the model runs is part of its leaves and
+fields, and each option is a function from a model to a model that reuses the weights:
+`eqx_vae.with_compute_dtype` (e.g. bfloat16 compute, float32 weights), `eqx_vae.with_conv_backend` (XLA's
+convolution, or `eqx_vae.WinogradConv()`: matmuls, faster on CPU and slower to compile), `eqx_vae.with_remat`
+(gradient checkpointing) and `eqx_vae.with_spatial_axis` (exact spatial sharding).
+"""),
+    code("""
+reference = eqx_vae.reconstruct(model, batch)
+bf16 = eqx_vae.with_compute_dtype(model, "bfloat16")
+print("compute", bf16.dtype, "| weights", bf16.param_dtype)
+print("bfloat16 max difference:", float(jnp.abs(eqx_vae.reconstruct(bf16, batch) - reference).max()))
+
+winograd = eqx_vae.with_conv_backend(model, eqx_vae.WinogradConv())
+print("WinogradConv max difference:", float(jnp.abs(eqx_vae.reconstruct(winograd, batch) - reference).max()))
 """),
 )
 
@@ -346,13 +385,9 @@ can't be, so pass `config=` a preset name (e.g. `"sdxl"`) for a published model.
 """),
     code("""
 single_file = os.path.join(folder, "diffusion_pytorch_model.safetensors")
-try:
-    from_file = eqx_vae.from_pretrained(single_file)
-except (ValueError, TypeError) as error:  # older eqx_vae versions read folders only
-    print("single files are not supported by this version:", error)
-else:
-    print("same output from the single file:",
-          bool(jnp.allclose(eqx_vae.reconstruct(from_file, image), expected, atol=1e-5)))
+from_file = eqx_vae.from_pretrained(single_file)
+print("same output from the single file:",
+      bool(jnp.allclose(eqx_vae.reconstruct(from_file, image), expected, atol=1e-5)))
 """),
     md("""
 An original Stable Diffusion (LDM) checkpoint names the VAE's tensors differently
@@ -360,17 +395,16 @@ An original Stable Diffusion (LDM) checkpoint names the VAE's tensors differentl
 `from_pretrained` reads it back.
 """),
     code("""
-if hasattr(eqx_vae, "diffusers_to_ldm_state_dict"):
-    from safetensors.numpy import save_file
+from safetensors.numpy import save_file
 
-    ldm = eqx_vae.diffusers_to_ldm_state_dict(eqx_vae.model_to_state_dict(model))
-    ldm = {"first_stage_model." + name: np.ascontiguousarray(value) for name, value in ldm.items()}
-    print(list(ldm)[:3])
-    ldm_file = os.path.join(workdir, "sd-style-checkpoint.safetensors")
-    save_file(ldm, ldm_file)
-    from_ldm = eqx_vae.from_pretrained(ldm_file)
-    print("same output from the LDM-style file:",
-          bool(jnp.allclose(eqx_vae.reconstruct(from_ldm, image), expected, atol=1e-5)))
+ldm = eqx_vae.diffusers_to_ldm_state_dict(eqx_vae.model_to_state_dict(model))
+ldm = {"first_stage_model." + name: np.ascontiguousarray(value) for name, value in ldm.items()}
+print(list(ldm)[:3])
+ldm_file = os.path.join(workdir, "sd-style-checkpoint.safetensors")
+save_file(ldm, ldm_file)
+from_ldm = eqx_vae.from_pretrained(ldm_file)
+print("same output from the LDM-style file:",
+      bool(jnp.allclose(eqx_vae.reconstruct(from_ldm, image), expected, atol=1e-5)))
 """),
     md("""
 ## Each family's latent scaling
@@ -380,20 +414,18 @@ per-channel means and stds). `eqx_vae.to_diffusion_latents` and `from_diffusion_
 and the presets hold the published values.
 """),
     code("""
-if hasattr(eqx_vae, "preset_config"):
-    for name in eqx_vae.PRESET_NAMES:
-        config = eqx_vae.preset_config(name)
-        print(f"{name:16s} latent_channels={config.latent_channels:2d}  scaling_factor={config.scaling_factor}  "
-              f"shift_factor={config.shift_factor}  latents_mean={config.latents_mean}")
+for name in eqx_vae.PRESET_NAMES:
+    config = eqx_vae.preset_config(name)
+    print(f"{name:16s} latent_channels={config.latent_channels:2d}  scaling_factor={config.scaling_factor}  "
+          f"shift_factor={config.shift_factor}  latents_mean={config.latents_mean}")
 """),
     code("""
-if hasattr(eqx_vae, "preset_config"):
-    flux = eqx_vae.preset_config("flux-1")
-    z = jnp.ones((1, flux.latent_channels, 8, 8))
-    scaled = eqx_vae.to_diffusion_latents(z, flux)
-    print("flux: z = 1 ->", float(scaled[0, 0, 0, 0]), "= (1 - shift) * scale =",
-          (1 - flux.shift_factor) * flux.scaling_factor)
-    print("round trip exact:", bool(jnp.allclose(eqx_vae.from_diffusion_latents(scaled, flux), z)))
+flux = eqx_vae.preset_config("flux-1")
+z = jnp.ones((1, flux.latent_channels, 8, 8))
+scaled = eqx_vae.to_diffusion_latents(z, flux)
+print("flux: z = 1 ->", float(scaled[0, 0, 0, 0]), "= (1 - shift) * scale =",
+      (1 - flux.shift_factor) * flux.scaling_factor)
+print("round trip exact:", bool(jnp.allclose(eqx_vae.from_diffusion_latents(scaled, flux), z)))
 """),
     md("""
 To load a real checkpoint with a preset's scaling, e.g. a Flux `ae.safetensors`:
@@ -417,6 +449,9 @@ NOTEBOOKS = {
 
 def main():
     for name, nb in NOTEBOOKS.items():
+        stem = os.path.splitext(name)[0]
+        for index, cell in enumerate(nb.cells):  # stable ids, so regenerating changes only edited cells
+            cell["id"] = f"{stem}-{index}"
         nbformat.validate(nb)
         path = os.path.join(HERE, name)
         with open(path, "w", encoding="utf-8") as file:

@@ -191,7 +191,7 @@ def calibrate_scaling_factor(model: eqx_vae.AutoencoderKL, sampler: CropSampler,
     return float(1.0 / jnp.std(latents))
 
 
-def with_config(model: eqx_vae.AutoencoderKL, config: eqx_vae.AutoencoderKLConfig) -> eqx_vae.AutoencoderKL:
+def reload_under_config(model: eqx_vae.AutoencoderKL, config: eqx_vae.AutoencoderKLConfig) -> eqx_vae.AutoencoderKL:
     """The same weights under another config (e.g. another scaling factor or GroupNorm grouping), matched by name.
 
     The config is a static field of the model, so the weights go through a diffusers folder (float32, lossless)
@@ -260,7 +260,7 @@ def main(argv=None):
     else:
         model = eqx_vae.AutoencoderKL(default_config(), key=model_key)
     if args.norm_groups is not None:  # the same weights, normalised in other groups
-        model = with_config(model, model.config.replace(norm_num_groups=args.norm_groups))
+        model = reload_under_config(model, model.config.replace(norm_num_groups=args.norm_groups))
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, args.learning_rate, args.warmup_steps, args.steps, end_value=args.learning_rate * 0.02
     )
@@ -300,7 +300,7 @@ def main(argv=None):
             print(f"stopping after {done} steps: {reason}")
             break
     scaling_factor = round(calibrate_scaling_factor(model, sampler, max(args.crop)), 5)
-    model = with_config(model, model.config.replace(scaling_factor=scaling_factor))
+    model = reload_under_config(model, model.config.replace(scaling_factor=scaling_factor))
     print(f"scaling_factor (1 / latent std): {scaling_factor}")
     save(model, args.output, args.save_dtype, dict(info, steps_done=done, minutes=round(minutes, 2)))
     shutil.rmtree(os.path.join(args.output, "__pycache__"), ignore_errors=True)
