@@ -8,7 +8,6 @@ import pytest
 from helpers import tiny_config
 
 import eqx_vae
-from eqx_vae._config import OWN_FIELDS
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -20,8 +19,8 @@ def test_defaults_equal_diffusers_signature():
     for name, default in theirs.items():
         value = getattr(ours, name)
         assert value == (tuple(default) if isinstance(default, list) else default), name
-    extra = {f.name for f in dataclasses.fields(ours)} - set(theirs)
-    assert extra == set(OWN_FIELDS)
+    # the architecture only: run options (dtypes, conv backend, remat) are not config fields
+    assert {f.name for f in dataclasses.fields(ours)} == set(theirs)
 
 
 def test_reads_config_json_written_by_diffusers(tmp_path):
@@ -39,8 +38,6 @@ def test_written_config_loads_in_diffusers(tmp_path):
     (tmp_path / "config.json").write_text(config.to_json_string())
     theirs = diffusers.AutoencoderKL.from_config(diffusers.AutoencoderKL.load_config(tmp_path))
     for field in dataclasses.fields(config):
-        if field.name in OWN_FIELDS:
-            continue
         value = theirs.config[field.name]
         assert (tuple(value) if isinstance(value, list) else value) == getattr(config, field.name), field.name
 
@@ -52,15 +49,20 @@ def test_bookkeeping_keys_are_tolerated():
     assert config.latent_channels == 16
 
 
-def test_frozen_hashable_and_dtypes():
-    config = eqx_vae.AutoencoderKLConfig(dtype="bfloat16", param_dtype="float16")
+def test_frozen_and_hashable():
+    config = eqx_vae.AutoencoderKLConfig(latent_channels=16)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.latent_channels = 8  # type: ignore[misc]
-    assert {config: 1}[eqx_vae.AutoencoderKLConfig(dtype="bfloat16", param_dtype="float16")] == 1
-    import jax.numpy as jnp
+    assert {config: 1}[eqx_vae.AutoencoderKLConfig(latent_channels=16)] == 1
+    assert config.replace(latent_channels=4) == eqx_vae.AutoencoderKLConfig()
 
-    assert eqx_vae.AutoencoderKLConfig(dtype=jnp.bfloat16).dtype == "bfloat16"
-    assert "dtype" not in json.loads(config.to_json_string())
+
+@pytest.mark.parametrize("option", ["dtype", "param_dtype", "gradient_checkpointing", "conv_algorithm"])
+def test_run_options_are_not_config_fields(option):
+    with pytest.raises(TypeError, match=option):
+        eqx_vae.AutoencoderKLConfig(**{option: None})
+    with pytest.raises(ValueError, match=f"unknown AutoencoderKL config keys: \\['{option}'\\]"):
+        eqx_vae.AutoencoderKLConfig.from_dict({option: "float32"})
 
 
 @pytest.mark.parametrize(
@@ -75,7 +77,6 @@ def test_frozen_hashable_and_dtypes():
         ),
         (dict(act_fn="tanh"), "act_fn"),
         (dict(latents_mean=(0.0, 1.0)), "latents_mean has 2 entries"),
-        (dict(dtype="int32"), "floating dtype"),
         (dict(latent_channels=0), "latent_channels"),
     ],
 )

@@ -12,10 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_close_to_reference
 
 import eqx_vae
-from eqx_vae._default import default_model_path, sample_image_path
-from eqx_vae._images import psnr, read_image
+from eqx_vae.checkpoints import default_model_path, sample_image_path
+from eqx_vae.io._images import psnr, read_image
 
 PIL = pytest.importorskip("PIL.Image")
 
@@ -43,7 +44,7 @@ def test_default_model_is_small_and_sd_shaped(model):
     assert config.downsampling_factor == 8
     assert config.latent_channels == 4
     assert config.in_channels == config.out_channels == 3
-    assert model.config.param_dtype == "float32"  # stored in float16, loaded as float32
+    assert model.param_dtype == model.dtype == jnp.float32  # stored in float16, loaded as float32
     on_disk = sum(os.path.getsize(os.path.join(default_model_path(), n)) for n in os.listdir(default_model_path()))
     assert on_disk < 10 * 2**20
 
@@ -69,19 +70,17 @@ def test_reconstructs_held_out_image_better_than_bicubic(model):
 
 def test_load_default_dtype():
     model = eqx_vae.load_default(dtype="bfloat16")
-    assert model.config.param_dtype == "bfloat16" and model.config.dtype == "bfloat16"
+    assert model.param_dtype == model.dtype == jnp.bfloat16
     assert model.encoder.conv_in.weight.dtype == jnp.bfloat16
 
 
-def test_default_folder_loads_in_diffusers(tmp_path):
+def test_default_folder_loads_in_diffusers(model):
     """The shipped folder is a real diffusers checkpoint: diffusers loads it and agrees with us."""
     torch = pytest.importorskip("torch")
     diffusers = pytest.importorskip("diffusers")
-    from helpers import assert_close_to_reference
-
     reference = diffusers.AutoencoderKL.from_pretrained(default_model_path(), torch_dtype=torch.float32).eval()
     image = read_image(sample_image_path())[:, :64, :64]
     with torch.no_grad():
         expected = reference(torch.from_numpy(image[None].copy())).sample.numpy()
-    ours = eqx_vae.reconstruct(eqx_vae.load_default(), jnp.asarray(image[None]))
+    ours = eqx_vae.reconstruct(model, jnp.asarray(image[None]))
     assert_close_to_reference(ours, expected, tol=1e-4, what="default model reconstruction vs diffusers")

@@ -5,16 +5,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import safetensors.numpy
-from helpers import tiny_config
+from helpers import SMALL_CONFIG
 
 import eqx_vae
 
-CONFIG = tiny_config(block_out_channels=(8, 16), norm_num_groups=4)
+CONFIG = SMALL_CONFIG
 
 
 @pytest.fixture(scope="module")
-def model():
-    return eqx_vae.AutoencoderKL(CONFIG, key=jax.random.key(0))
+def model(small_model):
+    return small_model
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import pytest
 from helpers import assert_close_to_reference
 
 import eqx_vae
-from eqx_vae._format_flax import read_msgpack
+from eqx_vae.checkpoints._format_flax import read_msgpack
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "flax")
 FOLDER = os.path.join(FIXTURE, "tiny_vae")

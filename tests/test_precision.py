@@ -1,6 +1,8 @@
 """Mixed precision: compute dtype apart from parameter dtype, and diffusers' force_upcast rule for decoding."""
 
-import jax
+import copy
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -19,6 +21,24 @@ def saved(tmp_path_factory):
     return directory, reference
 
 
+@pytest.fixture(scope="module")
+def model(saved):
+    return eqx_vae.from_pretrained(saved[0])
+
+
+def test_from_pretrained_dtypes(saved, model):
+    directory, _ = saved
+    assert (model.dtype, model.param_dtype) == (jnp.float32, jnp.float32)
+    half = eqx_vae.from_pretrained(directory, dtype="float16")
+    assert (half.dtype, half.param_dtype) == (jnp.float16, jnp.float16)
+    mixed = eqx_vae.from_pretrained(directory, dtype="bfloat16", param_dtype="float32")
+    assert (mixed.dtype, mixed.param_dtype) == (jnp.bfloat16, jnp.float32)
+    stored_low = eqx_vae.from_pretrained(directory, param_dtype="bfloat16")
+    assert (stored_low.dtype, stored_low.param_dtype) == (jnp.float32, jnp.bfloat16)
+    with pytest.raises(ValueError, match="floating dtype"):
+        eqx_vae.from_pretrained(directory, dtype="int32")
+
+
 def test_force_upcast_decodes_fp16_weights_in_float32_like_diffusers_pipelines(saved):
     directory, reference = saved
     half = eqx_vae.from_pretrained(directory, dtype="float16")
@@ -28,37 +48,38 @@ def test_force_upcast_decodes_fp16_weights_in_float32_like_diffusers_pipelines(s
     assert decoded.dtype == jnp.float32
     # The reference: diffusers' pipelines upcast the fp16 VAE to float32 (the weights keep their fp16 rounding).
     with torch.no_grad():
-        expected = reference.half().float().decode(to_torch(latents)).sample.numpy()
-    reference.float()
+        expected = copy.deepcopy(reference).half().float().decode(to_torch(latents)).sample.numpy()
     assert_close_to_reference(decoded, expected, what="force_upcast decode")
-    assert eqx_vae.upcast_for_decode(half).config.dtype == "float32"
-    assert eqx_vae.upcast_for_decode(half).decoder.conv_in.weight is half.decoder.conv_in.weight  # no copy
+    upcast = eqx_vae.upcast_for_decode(half)
+    assert upcast.dtype == jnp.float32 and upcast.param_dtype == jnp.float16
+    assert upcast.decoder.conv_in.weight is half.decoder.conv_in.weight  # no copy
 
 
 def test_no_upcast_when_config_says_so_or_for_bfloat16(saved):
     directory, _ = saved
-    half = eqx_vae.from_pretrained(directory, dtype="float16", config=None)
-    fixed = eqx_vae.with_config(half, half.config.replace(force_upcast=False))
+    fixed_config = dataclasses.replace(eqx_vae.AutoencoderKLConfig.from_json_file(directory / "config.json"),
+                                       force_upcast=False)
+    fixed = eqx_vae.from_pretrained(directory, dtype="float16", config=fixed_config)
+    assert eqx_vae.upcast_for_decode(fixed) is fixed
     assert eqx_vae.decode(fixed, random_images((1, 4, 4, 4))).dtype == jnp.float16
     bf16 = eqx_vae.with_compute_dtype(eqx_vae.from_pretrained(directory), "bfloat16")
     assert bf16.decoder.conv_in.weight.dtype == jnp.float32  # parameters stay float32, compute is bfloat16
+    assert eqx_vae.upcast_for_decode(bf16) is bf16
     assert eqx_vae.decode(bf16, random_images((1, 4, 4, 4))).dtype == jnp.bfloat16
 
 
-def test_bfloat16_compute_stays_close_to_float32(saved):
-    directory, reference = saved
-    model = eqx_vae.from_pretrained(directory)
+def test_bfloat16_compute_stays_close_to_float32_and_to_diffusers(saved, model):
+    _, reference = saved
     latents = random_images((1, 4, 6, 6), seed=2)
+    low_model = eqx_vae.with_compute_dtype(model, "bfloat16")
+    assert low_model.decoder.conv_in.weight is model.decoder.conv_in.weight  # the same weights, not a copy
     full = np.asarray(eqx_vae.decode(model, latents))
-    low = np.asarray(eqx_vae.decode(eqx_vae.with_compute_dtype(model, "bfloat16"), latents).astype(jnp.float32))
+    low = np.asarray(eqx_vae.decode(low_model, latents).astype(jnp.float32))
     assert np.isfinite(low).all()
-    # bfloat16 keeps 8 mantissa bits; the float32 statistics and softmax keep the error at the percent level.
-    assert np.abs(low - full).max() < 0.1 * max(1.0, np.abs(full).max())
-
-
-def test_with_config_rejects_other_parameters():
-    model = eqx_vae.AutoencoderKL(tiny_config(), key=jax.random.key(0))
-    with pytest.raises(ValueError, match="param_dtype"):
-        eqx_vae.with_config(model, model.config.replace(param_dtype="bfloat16"))
-    with pytest.raises(ValueError, match="same parameters"):
-        eqx_vae.with_config(model, model.config.replace(latent_channels=8))
+    with torch.no_grad():
+        expected = reference.decode(to_torch(latents)).sample.numpy()
+    assert_close_to_reference(full, expected, what="float32 decode")
+    # bfloat16 keeps 8 mantissa bits; the float32 statistics and softmax keep the error at the percent level ...
+    error = np.abs(low - expected).max() / max(1.0, np.abs(expected).max())
+    assert error < 0.1
+    assert error > 1e-4  # ... and it did compute in bfloat16

@@ -6,7 +6,7 @@ import pytest
 from helpers import diffusers_kwargs
 
 import eqx_vae
-from eqx_vae._state_dict import named_parameters, skeleton
+from eqx_vae.checkpoints._state_dict import named_parameters, skeleton
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -33,7 +33,7 @@ def test_published_latent_statistics():
     assert (flux.scaling_factor, flux.shift_factor, flux.use_quant_conv) == (0.3611, 0.1159, False)
     playground = eqx_vae.preset_config("playground-v2.5")
     assert playground.scaling_factor == 0.5 and playground.latents_std == (8.4927, 5.9022, 6.5498, 5.2299)
-    assert eqx_vae.preset_config("sdxl", param_dtype="bfloat16").param_dtype == "bfloat16"
+    assert eqx_vae.preset_config("sdxl", sample_size=512).sample_size == 512
     with pytest.raises(ValueError, match="unknown preset 'sd-9'; known presets: sd-1.x"):
         eqx_vae.preset_config("sd-9")
 

@@ -4,7 +4,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from helpers import random_images, tiny_config
+from helpers import random_images
 
 import eqx_vae
 
@@ -14,14 +14,13 @@ def _loss(model, images):
     return jnp.mean(jnp.square(reconstructed - images))
 
 
-def test_remat_gradients_equal_plain_gradients():
-    model = eqx_vae.AutoencoderKL(tiny_config(), key=jax.random.key(0))
-    remat_model = eqx_vae.with_remat(model)
-    assert remat_model.config.gradient_checkpointing and remat_model.decoder.gradient_checkpointing
-    assert "gradient_checkpointing" not in remat_model.config.to_dict()  # not a diffusers config key
+def test_remat_gradients_equal_plain_gradients(small_model):
+    remat_model = eqx_vae.with_remat(small_model)
+    assert remat_model.encoder.gradient_checkpointing and remat_model.decoder.gradient_checkpointing
+    assert "gradient_checkpointing" not in remat_model.config.to_dict()  # a run option, not a diffusers config key
     images = random_images((1, 3, 16, 16), seed=1)
     grad = eqx.filter_jit(eqx.filter_value_and_grad(_loss))
-    loss, grads = grad(model, images)
+    loss, grads = grad(small_model, images)
     remat_loss, remat_grads = grad(remat_model, images)
     assert jnp.allclose(loss, remat_loss, rtol=1e-6)
     plain_leaves, remat_leaves = jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(remat_grads)
@@ -30,8 +29,7 @@ def test_remat_gradients_equal_plain_gradients():
         np.testing.assert_allclose(remat, plain, rtol=1e-5, atol=1e-7)
 
 
-def test_remat_inserts_checkpoints():
-    model = eqx_vae.AutoencoderKL(tiny_config(), key=jax.random.key(0))
+def test_remat_inserts_checkpoints(tiny_model):
     images = random_images((1, 3, 8, 8))
 
     def count_checkpoints(m):
@@ -39,5 +37,6 @@ def test_remat_inserts_checkpoints():
         jaxpr = jax.make_jaxpr(lambda a, x: _loss(eqx.combine(a, static), x))(arrays, images)
         return str(jaxpr).count("checkpoint") + str(jaxpr).count("remat")
 
-    assert count_checkpoints(model) == 0
-    assert count_checkpoints(eqx_vae.with_remat(model)) >= 8  # 3 down + mid, mid + 3 up blocks
+    assert count_checkpoints(tiny_model) == 0
+    assert count_checkpoints(eqx_vae.with_remat(tiny_model)) >= 8  # 3 down + mid, mid + 3 up blocks
+    assert count_checkpoints(eqx_vae.with_remat(eqx_vae.with_remat(tiny_model), enabled=False)) == 0

@@ -1,13 +1,14 @@
 """save_pretrained: diffusers reads what we write, in full or lower precision; an interrupted save changes nothing."""
 
+import json
 import os
 
 import numpy as np
 import pytest
-from helpers import random_diffusers_vae, tiny_config
+from helpers import load_in_eqx_vae, random_diffusers_vae, tiny_config
 
 import eqx_vae
-import eqx_vae._safetensors as safetensors_io
+import eqx_vae.checkpoints._safetensors as safetensors_io
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -22,13 +23,16 @@ def reference():
 
 @pytest.fixture(scope="module")
 def ours(reference, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("from-diffusers")
-    reference.save_pretrained(directory)
-    return eqx_vae.from_pretrained(directory)
+    return load_in_eqx_vae(reference, tmp_path_factory.mktemp("from-diffusers"))
 
 
 def test_round_trip_diffusers_eqx_vae_diffusers_is_identical(ours, reference, tmp_path):
-    eqx_vae.save_pretrained(ours, tmp_path)
+    # run options (compute dtype, conv backend, remat) change nothing that is saved
+    running = eqx_vae.with_remat(eqx_vae.with_conv_backend(eqx_vae.with_compute_dtype(ours, "bfloat16"),
+                                                           eqx_vae.WinogradConv()))
+    eqx_vae.save_pretrained(running, tmp_path)
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert set(written) == set(reference.config) | {"_class_name", "_diffusers_version"}, "diffusers' keys only"
     back = diffusers.AutoencoderKL.from_pretrained(tmp_path)
     assert back.config.scaling_factor == 0.13025 and back.config.force_upcast is False
     assert back.config.block_out_channels == reference.config.block_out_channels

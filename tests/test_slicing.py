@@ -3,14 +3,14 @@
 import jax
 import numpy as np
 import pytest
-from helpers import random_images, tiny_config
+from helpers import random_images
 
 import eqx_vae
 
 
 @pytest.fixture(scope="module")
-def model():
-    return eqx_vae.AutoencoderKL(tiny_config(), key=jax.random.key(0))
+def model(tiny_model):
+    return tiny_model
 
 
 @pytest.mark.parametrize("slice_size", [2])

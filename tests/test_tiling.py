@@ -3,7 +3,14 @@
 import jax
 import numpy as np
 import pytest
-from helpers import assert_close_to_reference, random_diffusers_vae, random_images, tiny_config, to_torch
+from helpers import (
+    assert_close_to_reference,
+    load_in_eqx_vae,
+    random_diffusers_vae,
+    random_images,
+    tiny_config,
+    to_torch,
+)
 
 import eqx_vae
 
@@ -14,10 +21,9 @@ torch = pytest.importorskip("torch")
 def pair(tmp_path_factory):
     config = tiny_config(sample_size=32)
     reference = random_diffusers_vae(config, seed=3)
-    directory = tmp_path_factory.mktemp("tiling")
-    reference.save_pretrained(directory)
+    ours = load_in_eqx_vae(reference, tmp_path_factory.mktemp("tiling"))
     reference.enable_tiling()
-    return eqx_vae.from_pretrained(directory), reference
+    return ours, reference
 
 
 def _set_reference_tiles(reference, tile_size: int, overlap: float) -> None:

@@ -1,4 +1,4 @@
-"""The `conv_algorithm="winograd"` path (Winograd F(2x2, 3x3) and shifted dots) against float64 convolutions."""
+"""The `WinogradConv` backend (Winograd F(2x2, 3x3) and shifted dots) against float64 convolutions and `XlaConv`."""
 
 import jax
 import jax.numpy as jnp
@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 
 import eqx_vae
-from eqx_vae._matmul_conv import (
+from eqx_vae.nn import get_activation
+from eqx_vae.nn._matmul_conv import (
     activated_winograd_conv3x3,
     shifted_dots_conv,
     upsample_conv3x3,
     uses_matmuls,
     uses_winograd,
 )
-from eqx_vae._nn import activation
-from eqx_vae._winograd import winograd_conv3x3
+from eqx_vae.nn._winograd import winograd_conv3x3
+
+BACKENDS = {"xla": eqx_vae.XlaConv(), "winograd": eqx_vae.WinogradConv()}
 
 
 def _direct(x, weight):
@@ -70,15 +72,16 @@ def test_winograd_gradients_match_direct():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
 
 
-def _conv(channels, algorithm, **kwargs):
-    return eqx_vae.Conv2d(channels, channels, 3, padding=1, algorithm=algorithm, key=jax.random.key(1), **kwargs)
+def _conv(channels, backend, **kwargs):
+    conv = eqx_vae.Conv2d(channels, channels, 3, padding=1, key=jax.random.key(1), **kwargs)
+    return eqx_vae.with_conv_backend(conv, BACKENDS[backend])
 
 
 @pytest.mark.parametrize("channels", [16, 3])  # matmuls, and XLA (too few channels)
 @pytest.mark.parametrize("size", [(8, 6), (7, 9), (8, 5)])  # odd output sizes take shifted dots
-def test_conv2d_winograd_mode_equals_direct(size, channels):
+def test_conv2d_winograd_backend_equals_xla(size, channels):
     x = jax.random.normal(jax.random.key(2), (channels, *size))
-    winograd, direct = _conv(channels, "winograd"), _conv(channels, "direct")
+    winograd, direct = _conv(channels, "winograd"), _conv(channels, "xla")
     np.testing.assert_allclose(winograd(x), direct(x), rtol=1e-5, atol=1e-5)
 
 
@@ -110,14 +113,12 @@ def test_upsample_conv_matches_float64_conv_of_the_upsampled_image(size):
     assert np.abs(ours - exact).max() < 1e-5 * max(1.0, np.abs(exact).max())
 
 
-def test_upsample2d_in_winograd_mode_equals_direct():
+def test_upsample2d_with_winograd_backend_equals_xla():
     x = jax.random.normal(jax.random.key(3), (16, 6, 5))
-    ups = {
-        algorithm: eqx_vae.Upsample2D(16, conv_algorithm=algorithm, key=jax.random.key(4))
-        for algorithm in ("direct", "winograd")
-    }
-    assert "conv_general_dilated" not in _primitives(ups["winograd"], x)
-    np.testing.assert_allclose(ups["winograd"](x), ups["direct"](x), rtol=1e-5, atol=1e-5)
+    upsample = eqx_vae.Upsample2D(16, key=jax.random.key(4))
+    winograd = eqx_vae.with_conv_backend(upsample, eqx_vae.WinogradConv())
+    assert "conv_general_dilated" not in _primitives(winograd, x)
+    np.testing.assert_allclose(winograd(x), upsample(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("act_fn", ["silu", "gelu"])
@@ -126,9 +127,9 @@ def test_winograd_of_the_activation_matches_float64(act_fn, shape):
     key_x, key_w = jax.random.split(jax.random.key(shape[0]))
     x = 3 * jax.random.normal(key_x, shape)
     weight = jax.random.normal(key_w, (7, shape[0], 3, 3)) / np.sqrt(9 * shape[0])
-    activated = np.asarray(activation(act_fn, x), np.float64)
+    activated = np.asarray(get_activation(act_fn)(x), np.float64)
     exact = _float64_reference(np.pad(activated, ((0, 0), (1, 1), (1, 1))), weight)
-    ours = np.asarray(activated_winograd_conv3x3(x, weight, lambda h: activation(act_fn, h)))
+    ours = np.asarray(activated_winograd_conv3x3(x, weight, get_activation(act_fn)))
     assert ours.shape == exact.shape == (7, *shape[1:])
     assert np.abs(ours - exact).max() < 1e-5 * max(1.0, np.abs(exact).max())
 
@@ -137,9 +138,10 @@ def test_winograd_of_the_activation_matches_float64(act_fn, shape):
 @pytest.mark.parametrize("size", [(8, 6), (7, 9), (8, 5)])  # even: the activation goes inside the Winograd conv
 def test_conv2d_of_activated_equals_conv_of_the_activation(act_fn, size):
     x = 3 * jax.random.normal(jax.random.key(5), (16, *size))
-    expected = _conv(16, "direct")(activation(act_fn, x))
-    for algorithm in ("direct", "winograd"):
-        np.testing.assert_allclose(_conv(16, algorithm).of_activated(x, act_fn), expected, rtol=1e-5, atol=1e-5)
+    activation = get_activation(act_fn)
+    expected = _conv(16, "xla")(activation(x))
+    for backend in BACKENDS:
+        np.testing.assert_allclose(_conv(16, backend).of_activated(x, activation), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_which_convs_use_winograd():
@@ -155,34 +157,19 @@ def _primitives(conv, x):
     return {equation.primitive.name for equation in jax.make_jaxpr(conv)(x).eqns}
 
 
-def test_winograd_mode_uses_xla_convolution_only_for_narrow_convs():
+def test_winograd_backend_uses_xla_convolution_only_for_narrow_convs():
     x = jnp.zeros((4, 8, 8))
     assert "conv_general_dilated" in _primitives(eqx_vae.Conv2d(4, 4, 3, padding=1, key=jax.random.key(0)), x)
-    assert "conv_general_dilated" in _primitives(_conv(4, "direct"), x)
-    strided = eqx_vae.Conv2d(16, 16, 3, stride=2, padding=1, algorithm="winograd", key=jax.random.key(0))
-    pointwise = eqx_vae.Conv2d(32, 16, 1, algorithm="winograd", key=jax.random.key(0))
+    assert "conv_general_dilated" in _primitives(_conv(4, "xla"), x)
+    winograd = eqx_vae.WinogradConv()
+    strided = eqx_vae.with_conv_backend(eqx_vae.Conv2d(16, 16, 3, stride=2, padding=1, key=jax.random.key(0)), winograd)
+    pointwise = eqx_vae.with_conv_backend(eqx_vae.Conv2d(32, 16, 1, key=jax.random.key(0)), winograd)
     for conv in (_conv(16, "winograd"), strided, pointwise):
         primitives = _primitives(conv, jnp.zeros((conv.weight.shape[1], 8, 8)))
         assert "dot_general" in primitives and "conv_general_dilated" not in primitives
     assert "conv_general_dilated" in _primitives(_conv(4, "winograd"), x)  # too few channels: XLA's conv
-    config = eqx_vae.AutoencoderKLConfig(
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        norm_num_groups=4,
-        conv_algorithm="winograd",
-    )
-    model = eqx_vae.AutoencoderKL(config, key=jax.random.key(0))
-    assert model.decoder.up_blocks[0].resnets[0].conv1.algorithm == "winograd"
-    assert model.decoder.conv_in.algorithm == model.encoder.conv_out.algorithm == "winograd"
-    assert model.encoder.down_blocks[1].resnets[0].conv_shortcut.algorithm == "winograd"
-    convs = [leaf for leaf in jax.tree_util.tree_leaves(model, is_leaf=lambda m: isinstance(m, eqx_vae.Conv2d))]
-    # downsamplers, 1x1 shortcuts and quant convs too
-    assert {conv.algorithm for conv in convs if isinstance(conv, eqx_vae.Conv2d)} == {"winograd"}
 
 
-def test_unknown_algorithm_is_refused():
-    with pytest.raises(ValueError, match="conv algorithm 'fft'"):
-        _conv(4, "fft")
-    with pytest.raises(ValueError, match="conv_algorithm='fft'"):
-        eqx_vae.AutoencoderKLConfig(conv_algorithm="fft")
+def test_with_conv_backend_refuses_what_is_not_a_backend(small_model):
+    with pytest.raises(TypeError, match="AbstractConvBackend"):
+        eqx_vae.with_conv_backend(small_model, "winograd")
