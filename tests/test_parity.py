@@ -6,7 +6,6 @@ Per config, our side is one compiled program (`helpers.encode_decode`: the poste
 
 import equinox as eqx
 import jax
-import numpy as np
 import pytest
 from helpers import (
     ReferenceRunner,
