@@ -10,26 +10,18 @@ by a name lookup. The formats:
 
 import json
 import os
-from collections.abc import Callable
-
-import numpy as np
 
 from ..io._atomic import atomic_path
 from ..models import AutoencoderKL, AutoencoderKLConfig, preset_config
+from ..models._families import config_from_json_file
 from ..models._presets import family_from_names, infer_config_from_shapes
 from ._files import PICKLE_SUFFIXES, open_pickle, open_safetensors
 from ._format_diffusers import CONFIG_NAME, WEIGHTS_NAME, open_model_folder, variant_name, with_current_names
 from ._format_flax import open_msgpack
 from ._format_ldm import is_ldm_layout, ldm_source, vae_names, vae_prefix
 from ._hub import cached_snapshot, looks_like_repo_id
-from ._safetensors import SafetensorsFile, write_safetensors
+from ._safetensors import write_safetensors
 from ._state_dict import TensorSource, model_to_state_dict, source_to_model
-
-
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, tuple[int, ...]], Callable[[str], np.ndarray]]:
-    """Opens a safetensors file lazily: returns the tensor shapes and a function that reads one tensor."""
-    handle = SafetensorsFile(path)
-    return handle.shapes, handle.read
 
 
 def _single_file_source(path: str, *, allow_pickle: bool) -> tuple[TensorSource, str | None]:
@@ -100,7 +92,7 @@ def from_pretrained(
         tensors, family = _single_file_source(location, allow_pickle=allow_pickle)
         sibling = os.path.join(os.path.dirname(location), CONFIG_NAME)
         if explicit is None and location.endswith(".msgpack") and os.path.isfile(sibling):
-            explicit = AutoencoderKLConfig.from_json_file(sibling)
+            explicit = config_from_json_file(sibling)
         resolved = explicit or infer_config_from_shapes(tensors.shapes, tensors.source, family=family)
     else:
         directory = os.path.join(location, subfolder) if subfolder else location
@@ -111,7 +103,7 @@ def from_pretrained(
         if explicit is not None:
             resolved = explicit
         elif os.path.isfile(config_path):
-            resolved = AutoencoderKLConfig.from_json_file(config_path)
+            resolved = config_from_json_file(config_path)
         else:
             resolved = infer_config_from_shapes(tensors.shapes, f"{directory} (no {CONFIG_NAME})")
     return source_to_model(resolved, tensors, dtype=dtype, param_dtype=param_dtype)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..models import AutoencoderKL, AutoencoderKLConfig, with_compute_dtype
+from ..models._families import family_of
 from ..models._transforms import float_dtype
 
 
@@ -83,9 +84,10 @@ def normalise_diffusers_name(name: str) -> str:
     return _LEGACY_PATTERN.sub(lambda m: m.group(1) + _LEGACY_ATTENTION[m.group(2)] + ".", name)
 
 
-def skeleton(config: AutoencoderKLConfig) -> AutoencoderKL:
-    """The model's structure with `jax.ShapeDtypeStruct` leaves: no memory spent on weights."""
-    return eqx.filter_eval_shape(AutoencoderKL, config, key=jax.random.key(0))
+def skeleton(config):
+    """The structure of the model `config` describes (of its family), with `jax.ShapeDtypeStruct` leaves: no memory
+    spent on weights."""
+    return eqx.filter_eval_shape(family_of(config).model_class, config, key=jax.random.key(0))
 
 
 def check_state_dict(config: AutoencoderKLConfig, shapes: Mapping[str, tuple[int, ...]], source: str) -> None:
@@ -135,7 +137,9 @@ def state_dict_to_model(
     return with_compute_dtype(jax.tree_util.tree_unflatten(treedef, arrays), compute)
 
 
-def source_to_model(config: AutoencoderKLConfig, tensors: TensorSource, *, dtype=None, param_dtype=None) -> AutoencoderKL:
+def source_to_model(
+    config: AutoencoderKLConfig, tensors: TensorSource, *, dtype=None, param_dtype=None
+) -> AutoencoderKL:
     """`state_dict_to_model` for a `TensorSource`."""
     return state_dict_to_model(
         config, tensors.read, tensors.shapes, tensors.source, dtype=dtype, param_dtype=param_dtype

@@ -3,9 +3,8 @@
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-
 
 DOWN_BLOCK_TYPES = ("DownEncoderBlock2D",)
 UP_BLOCK_TYPES = ("UpDecoderBlock2D",)
@@ -13,6 +12,21 @@ ACTIVATIONS = ("silu", "swish", "mish", "gelu", "relu")
 
 # Keys diffusers writes into config.json that carry no architecture.
 _BOOKKEEPING_PREFIX = "_"
+
+
+def read_config_file(path: str | os.PathLike, parse: Callable[[dict[str, Any]], Any]) -> Any:
+    """`parse` of the JSON object in the file at `path`; a ValueError naming the file when either fails."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{os.fspath(path)} is not valid JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{os.fspath(path)} does not hold a JSON object")
+    try:
+        return parse(data)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{os.fspath(path)}: {error}") from error
 
 
 def _tuple(value: Any) -> Any:
@@ -126,17 +140,8 @@ class AutoencoderKLConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> "AutoencoderKLConfig":
-        try:
-            with open(path, encoding="utf-8") as file:
-                data = json.load(file)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{os.fspath(path)} is not valid JSON: {error}") from error
-        if not isinstance(data, dict):
-            raise ValueError(f"{os.fspath(path)} does not hold a JSON object")
-        try:
-            return cls.from_dict(data, **overrides)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{os.fspath(path)}: {error}") from error
+        """Reads diffusers' `config.json`; errors name the file."""
+        return read_config_file(path, lambda data: cls.from_dict(data, **overrides))
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
