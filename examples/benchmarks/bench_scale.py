@@ -1,4 +1,4 @@
-"""Scale benchmarks for issue 4 (not a test): big-image decode, bf16 PSNR, remat memory.
+"""Scale benchmarks (not a test): big-image decode, bf16 PSNR, remat memory.
 
 Each configuration runs in its own subprocess, so peak memory is that configuration's alone: the resident high-water
 mark (`VmHWM`) is reset after the warm-up call (`/proc/self/clear_refs`), so `peak_rss_mib` is the peak while the

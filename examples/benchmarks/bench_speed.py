@@ -100,7 +100,8 @@ def bench_one(args, reference_fp32, directory: str, size: int, dtype: str) -> li
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     reference = copy.deepcopy(reference_fp32).to(torch_dtype)  # Module.to is in place
     ours = eqx_vae.from_pretrained(directory, dtype=dtype)
-    ours = eqx_vae.with_conv_backend(ours, eqx_vae.WinogradConv() if args.conv_algorithm == "winograd" else eqx_vae.XlaConv())
+    backend = eqx_vae.WinogradConv() if args.conv_algorithm == "winograd" else eqx_vae.XlaConv()
+    ours = eqx_vae.with_conv_backend(ours, backend)
     ours_fp32 = ours if dtype == "float32" else eqx_vae.from_pretrained(directory)  # direct convs
     latent = size // 8
     rng = np.random.default_rng(size)

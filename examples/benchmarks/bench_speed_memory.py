@@ -35,7 +35,8 @@ def main() -> None:
         import eqx_vae
 
         model = eqx_vae.from_pretrained(directory, dtype=dtype)
-        model = eqx_vae.with_conv_backend(model, eqx_vae.WinogradConv() if conv_algorithm == "winograd" else eqx_vae.XlaConv())
+        backend = eqx_vae.WinogradConv() if conv_algorithm == "winograd" else eqx_vae.XlaConv()
+        model = eqx_vae.with_conv_backend(model, backend)
         x = jnp.asarray(x_np, dtype=dtype)
         result["loaded_rss_mib"] = rss_high_water_mib()
         run = eqx_vae.encode if op == "encode" else eqx_vae.decode

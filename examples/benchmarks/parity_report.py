@@ -32,7 +32,8 @@ def compare(
     with tempfile.TemporaryDirectory() as directory:
         reference.save_pretrained(directory)
         ours = eqx_vae.from_pretrained(directory)
-    ours = eqx_vae.with_conv_backend(ours, eqx_vae.WinogradConv() if conv_algorithm == "winograd" else eqx_vae.XlaConv())
+    backend = eqx_vae.WinogradConv() if conv_algorithm == "winograd" else eqx_vae.XlaConv()
+    ours = eqx_vae.with_conv_backend(ours, backend)
     images = random_images(shape, seed=1)
     factor = config.downsampling_factor
     latents = random_images((shape[0], config.latent_channels, shape[2] // factor, shape[3] // factor), seed=2)

@@ -1,4 +1,4 @@
-"""Sweeps XLA CPU flag sets over the SD-size VAE, one fresh process per set (issue 5's flag lever).
+"""Sweeps XLA CPU flag sets over the SD-size VAE, one fresh process per set.
 
     python examples/benchmarks/perf_flags.py --size 128 --dtypes float32 --out-dir /tmp/flags
 

@@ -1,4 +1,4 @@
-"""Micro-benchmarks used to choose eqx_vae's conv / GroupNorm implementation (issue 5), one layer at a time.
+"""Micro-benchmarks used to choose eqx_vae's conv / GroupNorm implementation, one layer at a time.
 
     python examples/benchmarks/perf_micro.py conv --dtype float32 --channels 512 --size 64
     python examples/benchmarks/perf_micro.py groupnorm --channels 512 --size 64
