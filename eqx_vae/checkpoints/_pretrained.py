@@ -12,13 +12,14 @@ import json
 import os
 
 from ..io._atomic import atomic_path
-from ..models import AutoencoderKL, AutoencoderKLConfig, preset_config
+from ..models import AutoencoderKL, AutoencoderKLConfig, AutoencoderTiny, AutoencoderTinyConfig, preset_config
 from ..models._families import config_from_json_file
 from ..models._presets import family_from_names, infer_config_from_shapes
 from ._files import PICKLE_SUFFIXES, open_pickle, open_safetensors
 from ._format_diffusers import CONFIG_NAME, WEIGHTS_NAME, open_model_folder, variant_name, with_current_names
 from ._format_flax import open_msgpack
 from ._format_ldm import is_ldm_layout, ldm_source, vae_names, vae_prefix
+from ._format_taesd import taesd_source
 from ._hub import cached_snapshot, looks_like_repo_id
 from ._safetensors import write_safetensors
 from ._state_dict import TensorSource, model_to_state_dict, source_to_model
@@ -48,7 +49,9 @@ def _single_file_source(path: str, *, allow_pickle: bool) -> tuple[TensorSource,
     )
 
 
-def _resolve_config(config: AutoencoderKLConfig | str | None) -> AutoencoderKLConfig | None:
+def _resolve_config(
+    config: AutoencoderKLConfig | AutoencoderTinyConfig | str | None,
+) -> AutoencoderKLConfig | AutoencoderTinyConfig | None:
     return preset_config(config) if isinstance(config, str) else config
 
 
@@ -56,14 +59,14 @@ def from_pretrained(
     path_or_repo_id: str | os.PathLike,
     *,
     subfolder: str | None = None,
-    config: AutoencoderKLConfig | str | None = None,
+    config: AutoencoderKLConfig | AutoencoderTinyConfig | str | None = None,
     dtype=None,
     param_dtype=None,
     variant: str | None = None,
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     allow_pickle: bool = False,
-) -> AutoencoderKL:
+) -> AutoencoderKL | AutoencoderTiny:
     """Loads an AutoencoderKL from a folder, a single file or a repo id in the local Hugging Face cache.
 
     - a diffusers folder (`config.json` + `diffusion_pytorch_model.safetensors`, sharded with an `.index.json`, a
@@ -78,6 +81,10 @@ def from_pretrained(
     both the compute and the parameter dtype (like diffusers' `torch_dtype`); `param_dtype` overrides the latter;
     weights stored in float16/bfloat16 are cast on load. Pickle files (.bin, .ckpt, .pt) are refused unless
     `allow_pickle=True`, and are then read with `torch.load(weights_only=True)`.
+
+    TAESD (AutoencoderTiny) also loads from its original pair of files, `taesd_encoder.safetensors` and
+    `taesd_decoder.safetensors` (or `.pth`, or another name's pair such as taesdxl_*): give either file, or the folder
+    holding them (with several pairs, `config="taesdxl"` picks one).
     """
     location = os.fspath(path_or_repo_id)
     if not os.path.exists(location):
@@ -85,6 +92,9 @@ def from_pretrained(
             location = cached_snapshot(location, revision=revision, cache_dir=cache_dir)
         else:
             raise FileNotFoundError(f"{location}: no such file or folder (and not an org/name repo id)")
+    taesd = taesd_source(location, subfolder=subfolder, config=config, allow_pickle=allow_pickle)
+    if taesd is not None:  # TAESD's own file pair (see _format_taesd)
+        return source_to_model(*taesd, dtype=dtype, param_dtype=param_dtype)
     explicit = _resolve_config(config)
     if os.path.isfile(location):
         if subfolder:
@@ -110,7 +120,7 @@ def from_pretrained(
 
 
 def save_pretrained(
-    model: AutoencoderKL, path: str | os.PathLike, *, dtype=None, variant: str | None = None
+    model: AutoencoderKL | AutoencoderTiny, path: str | os.PathLike, *, dtype=None, variant: str | None = None
 ) -> None:
     """Writes `model` as a diffusers folder that `diffusers.AutoencoderKL.from_pretrained` loads.
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..models import AutoencoderKL, AutoencoderKLConfig, with_compute_dtype
+from ..models import AutoencoderKL, AutoencoderKLConfig, AutoencoderTiny, AutoencoderTinyConfig, with_compute_dtype
 from ..models._families import family_of
 from ..models._transforms import float_dtype
 
@@ -69,7 +69,7 @@ def _is_parameter(leaf) -> bool:
     return eqx.is_array(leaf) or isinstance(leaf, jax.ShapeDtypeStruct)
 
 
-def named_parameters(model: AutoencoderKL) -> dict[str, Any]:
+def named_parameters(model: AutoencoderKL | AutoencoderTiny) -> dict[str, Any]:
     """Every array of the model by its diffusers state-dict name, e.g. `decoder.up_blocks.0.upsamplers.0.conv.bias`."""
     leaves, _ = jax.tree_util.tree_flatten_with_path(eqx.filter(model, _is_parameter))
     return {_path_to_name(path): leaf for path, leaf in leaves}
@@ -90,7 +90,9 @@ def skeleton(config):
     return eqx.filter_eval_shape(family_of(config).model_class, config, key=jax.random.key(0))
 
 
-def check_state_dict(config: AutoencoderKLConfig, shapes: Mapping[str, tuple[int, ...]], source: str) -> None:
+def check_state_dict(
+    config: AutoencoderKLConfig | AutoencoderTinyConfig, shapes: Mapping[str, tuple[int, ...]], source: str
+) -> None:
     """Raises a ValueError listing the missing, unexpected and shape-mismatched keys, if any."""
     expected = {name: tuple(leaf.shape) for name, leaf in named_parameters(skeleton(config)).items()}
     missing = sorted(set(expected) - set(shapes))
@@ -110,14 +112,14 @@ def check_state_dict(config: AutoencoderKLConfig, shapes: Mapping[str, tuple[int
 
 
 def state_dict_to_model(
-    config: AutoencoderKLConfig,
+    config: AutoencoderKLConfig | AutoencoderTinyConfig,
     get_tensor: Callable[[str], np.ndarray],
     shapes: Mapping[str, tuple[int, ...]],
     source: str,
     *,
     dtype=None,
     param_dtype=None,
-) -> AutoencoderKL:
+) -> AutoencoderKL | AutoencoderTiny:
     """Builds the model from diffusers-named tensors; `get_tensor(name)` is called once per parameter.
 
     `dtype` sets the compute and the parameter dtype (float32 by default), `param_dtype` overrides the latter.
@@ -138,15 +140,15 @@ def state_dict_to_model(
 
 
 def source_to_model(
-    config: AutoencoderKLConfig, tensors: TensorSource, *, dtype=None, param_dtype=None
-) -> AutoencoderKL:
+    config: AutoencoderKLConfig | AutoencoderTinyConfig, tensors: TensorSource, *, dtype=None, param_dtype=None
+) -> AutoencoderKL | AutoencoderTiny:
     """`state_dict_to_model` for a `TensorSource`."""
     return state_dict_to_model(
         config, tensors.read, tensors.shapes, tensors.source, dtype=dtype, param_dtype=param_dtype
     )
 
 
-def model_to_state_dict(model: AutoencoderKL, dtype=None) -> dict[str, np.ndarray]:
+def model_to_state_dict(model: AutoencoderKL | AutoencoderTiny, dtype=None) -> dict[str, np.ndarray]:
     """The diffusers state dict of `model` as NumPy arrays (optionally cast, e.g. to float16 for a smaller file)."""
     return {
         name: np.asarray(value if dtype is None else value.astype(dtype))

@@ -12,3 +12,5 @@ from ._slicing import sliced_decode as sliced_decode
 from ._slicing import sliced_encode as sliced_encode
 from ._tiling import tiled_decode as tiled_decode
 from ._tiling import tiled_encode as tiled_encode
+from ._tiny_tiling import decoder_receptive_field as decoder_receptive_field
+from ._tiny_tiling import tiny_tiled_decode as tiny_tiled_decode

@@ -12,7 +12,7 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import ImageBatch, LatentBatch
-from ..models import AutoencoderKL, DiagonalGaussianDistribution, upcast_for_decode
+from ..models import AutoencoderKL, AutoencoderTiny, DiagonalGaussianDistribution, upcast_for_decode
 from ..models._autoencoder import check_dropout_key
 
 
@@ -36,12 +36,12 @@ def _check_batch(array, *, expected_channels: int, what: str, channel_name: str)
         raise ValueError(f"{what} has an empty axis: shape {tuple(shape)}")
 
 
-def check_images(model: AutoencoderKL, images) -> None:
+def check_images(model: AutoencoderKL | AutoencoderTiny, images) -> None:
     """A ValueError naming the problem unless `images` is a float NCHW batch with the model's input channels."""
     _check_batch(images, expected_channels=model.config.in_channels, what="images", channel_name="in_channels")
 
 
-def check_latents(model: AutoencoderKL, latents) -> None:
+def check_latents(model: AutoencoderKL | AutoencoderTiny, latents) -> None:
     """A ValueError naming the problem unless `latents` is a float NCHW batch with the model's latent channels."""
     _check_batch(
         latents, expected_channels=model.config.latent_channels, what="latents", channel_name="latent_channels"
@@ -66,14 +66,16 @@ def moments_batch(model: AutoencoderKL, images: ImageBatch, dropout_keys: Array 
 
 @eqx.filter_jit
 def encode_batch(
-    model: AutoencoderKL, images: ImageBatch, dropout_keys: Array | None = None
+    model: AutoencoderKL | AutoencoderTiny, images: ImageBatch, dropout_keys: Array | None = None
 ) -> DiagonalGaussianDistribution:
     """`model.encode` over a batch, jitted."""
     return _vmapped(lambda x, key: model.encode(x, dropout_key=key), images, dropout_keys)
 
 
 @eqx.filter_jit
-def decode_batch(model: AutoencoderKL, latents: LatentBatch, dropout_keys: Array | None = None) -> ImageBatch:
+def decode_batch(
+    model: AutoencoderKL | AutoencoderTiny, latents: LatentBatch, dropout_keys: Array | None = None
+) -> ImageBatch:
     """`model.decode` over a batch, jitted, with diffusers' `force_upcast` rule applied while tracing."""
     model = upcast_for_decode(model)
     return _vmapped(lambda z, key: model.decode(z, dropout_key=key), latents, dropout_keys)
@@ -81,7 +83,10 @@ def decode_batch(model: AutoencoderKL, latents: LatentBatch, dropout_keys: Array
 
 @eqx.filter_jit
 def _reconstruct_batch(
-    model: AutoencoderKL, images: ImageBatch, sample_keys: Array | None, dropout_keys: Array | None
+    model: AutoencoderKL | AutoencoderTiny,
+    images: ImageBatch,
+    sample_keys: Array | None,
+    dropout_keys: Array | None,
 ) -> ImageBatch:
     return _vmapped(
         lambda x, sample_key, dropout_key: model(x, sample_key=sample_key, dropout_key=dropout_key),
@@ -92,7 +97,7 @@ def _reconstruct_batch(
 
 
 def encode(
-    model: AutoencoderKL, images: ArrayLike, *, dropout_key: PRNGKeyArray | None = None
+    model: AutoencoderKL | AutoencoderTiny, images: ArrayLike, *, dropout_key: PRNGKeyArray | None = None
 ) -> DiagonalGaussianDistribution:
     """Encodes images `(batch, in_channels, height, width)` to their latent posterior, whose mean and logvar are
     `(batch, latent_channels, height / f, width / f)` (f the downsampling factor; like diffusers, sides that are not
@@ -107,7 +112,7 @@ def encode(
 
 
 def decode(
-    model: AutoencoderKL, latents: ArrayLike, *, dropout_key: PRNGKeyArray | None = None
+    model: AutoencoderKL | AutoencoderTiny, latents: ArrayLike, *, dropout_key: PRNGKeyArray | None = None
 ) -> Float[Array, "batch out_channels height width"]:
     """Decodes latents `(batch, latent_channels, h, w)` to images `(batch, out_channels, h * f, w * f)`.
 
@@ -120,7 +125,7 @@ def decode(
 
 
 def reconstruct(
-    model: AutoencoderKL,
+    model: AutoencoderKL | AutoencoderTiny,
     images: ArrayLike,
     *,
     sample_key: PRNGKeyArray | None = None,

@@ -16,6 +16,14 @@ from ._presets import preset_config as preset_config
 from ._resampling import Downsample2D as Downsample2D
 from ._resampling import Upsample2D as Upsample2D
 from ._resnet import ResnetBlock2D as ResnetBlock2D
+from ._tiny import AutoencoderTiny as AutoencoderTiny
+from ._tiny import AutoencoderTinyBlock as AutoencoderTinyBlock
+from ._tiny import DecoderTiny as DecoderTiny
+from ._tiny import EncoderTiny as EncoderTiny
+from ._tiny import scale_latents as scale_latents
+from ._tiny import unscale_latents as unscale_latents
+from ._tiny_config import AutoencoderTinyConfig as AutoencoderTinyConfig
+from ._tiny_presets import TINY_PRESET_NAMES as TINY_PRESET_NAMES
 from ._transforms import upcast_for_decode as upcast_for_decode
 from ._transforms import with_compute_dtype as with_compute_dtype
 from ._transforms import with_conv_backend as with_conv_backend

@@ -11,6 +11,8 @@ from typing import Any
 
 from ._autoencoder import AutoencoderKL
 from ._config import AutoencoderKLConfig, read_config_file
+from ._tiny import AutoencoderTiny
+from ._tiny_config import AutoencoderTinyConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +24,10 @@ class Family:
     model_class: type
 
 
-FAMILIES: tuple[Family, ...] = (Family("AutoencoderKL", AutoencoderKLConfig, AutoencoderKL),)
+FAMILIES: tuple[Family, ...] = (
+    Family("AutoencoderKL", AutoencoderKLConfig, AutoencoderKL),
+    Family("AutoencoderTiny", AutoencoderTinyConfig, AutoencoderTiny),
+)
 
 
 def family_named(class_name: str) -> Family:

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._config import AutoencoderKLConfig
+from ._tiny_config import AutoencoderTinyConfig
+from ._tiny_presets import TINY_PRESET_NAMES, tiny_preset_config
 
 _SD_ARCHITECTURE = dict(
     in_channels=3,
@@ -55,14 +57,17 @@ _ALIASES = {"sd-1.5": "sd-1.x", "sd-1.4": "sd-1.x", "sd-2.1": "sd-2", "flux": "f
 PRESET_NAMES = tuple(PRESETS)
 
 
-def preset_config(name: str, **overrides: Any) -> AutoencoderKLConfig:
+def preset_config(name: str, **overrides: Any) -> AutoencoderKLConfig | AutoencoderTinyConfig:
     """The config of a published VAE, e.g. `preset_config("sdxl")` or `preset_config("flux-1", sample_size=512)`.
 
-    Names: sd-1.x, sd-vae-ft-mse, sd-2, sdxl, sd3, flux-1, playground-v2.5.
+    Names: sd-1.x, sd-vae-ft-mse, sd-2, sdxl, sd3, flux-1, playground-v2.5; and taesd, taesdxl, taesd3, taef1 (an
+    AutoencoderTinyConfig).
     """
     key = _ALIASES.get(name, name)
+    if key in TINY_PRESET_NAMES:
+        return tiny_preset_config(key, **overrides)
     if key not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESET_NAMES)}")
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESET_NAMES + TINY_PRESET_NAMES)}")
     return AutoencoderKLConfig(**{**PRESETS[key], **overrides})
 
 

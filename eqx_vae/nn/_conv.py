@@ -15,6 +15,7 @@ from ._spatial import halo_pad
 class Conv2d(eqx.Module):
     """A 2D convolution, weight `(out, in, kh, kw)` and bias `(out,)` as diffusers stores them.
 
+    - `use_bias=False` leaves the bias out (`bias` is None), as `nn.Conv2d(..., bias=False)` does.
     - `backend` computes it (`XlaConv` by default, `WinogradConv` for matmuls; see `AbstractConvBackend`).
     - `dtype` is the compute dtype; the weights stay in the dtype they are stored in and are cast when it runs.
     - `spatial_axis`: when set, the image's rows are split over that mesh axis (inside `jax.shard_map`) and the
@@ -22,7 +23,7 @@ class Conv2d(eqx.Module):
     """
 
     weight: Float[Array, "out_channels in_channels kernel_height kernel_width"]
-    bias: Float[Array, " out_channels"]
+    bias: Float[Array, " out_channels"] | None
     backend: AbstractConvBackend
     stride: int = eqx.field(static=True)
     padding: tuple[tuple[int, int], tuple[int, int]] = eqx.field(static=True)
@@ -37,13 +38,15 @@ class Conv2d(eqx.Module):
         *,
         stride: int = 1,
         padding: int | tuple[tuple[int, int], tuple[int, int]] = 0,
+        use_bias: bool = True,
         dtype: jnp.dtype | str | None = None,
         param_dtype: jnp.dtype | str | None = None,
         key: PRNGKeyArray,
     ):
         shape = (out_channels, in_channels, kernel_size, kernel_size)
         param_dtype = jnp.dtype(param_dtype or jnp.float32)
-        self.weight, self.bias = torch_default_init(key, shape, in_channels * kernel_size**2, param_dtype)
+        self.weight, bias = torch_default_init(key, shape, in_channels * kernel_size**2, param_dtype)
+        self.bias = bias if use_bias else None
         self.backend = XlaConv()
         self.stride = stride
         self.padding = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
@@ -56,7 +59,7 @@ class Conv2d(eqx.Module):
         if self.spatial_axis is not None:
             x, padding = halo_pad(x, padding, self.spatial_axis)
         out = method(x, self.weight.astype(self.dtype), stride=self.stride, padding=padding, **options)
-        return out + self.bias.astype(self.dtype)[:, None, None]
+        return out if self.bias is None else out + self.bias.astype(self.dtype)[:, None, None]
 
     def __call__(
         self, x: Float[Array, "in_channels height width"]
