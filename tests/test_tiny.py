@@ -192,7 +192,7 @@ def test_taesd_original_file_pair(reference_4, tmp_path):
 
 def test_tiled_decode_is_exact(reference_4):
     """Tiles grown by the decoder's receptive field give the untiled decode, on latents 5 x 3 tiles large; and the
-    receptive field bounds how far one latent pixel reaches."""
+    receptive field is how far one latent pixel reaches (7.25 latent pixels here, rounded up to 8)."""
     _, model, _ = reference_4
     halo = decoder_receptive_field(model.config)
     assert halo == 8 and decoder_receptive_field(eqx_vae.preset_config("taesd")) == 19
@@ -206,6 +206,7 @@ def test_tiled_decode_is_exact(reference_4):
     f = model.config.upsampling_factor
     assert changed.min(axis=0).tolist() >= [(11 - halo) * f, (20 - halo) * f]
     assert changed.max(axis=0).tolist() < [(12 + halo) * f, (21 + halo) * f]
+    assert changed.min(axis=0).tolist() < [(12 - halo) * f, (21 - halo) * f]  # and is reached: a smaller one fails
     with pytest.raises(TypeError, match="AutoencoderTiny"):
         eqx_vae.tiny_tiled_decode(eqx.filter_eval_shape(eqx_vae.AutoencoderKL, key=jax.random.key(0)), latents)
 
