@@ -127,6 +127,9 @@ def test_scale_and_unscale_latents_match_diffusers(reference_4):
         scaled = vae.scale_latents(torch.from_numpy(latents)).numpy()
         unscaled = vae.unscale_latents(torch.from_numpy(scaled)).numpy()
     ours = eqx_vae.scale_latents(jnp.asarray(latents), model)
+    # TAESD's latents are the diffusion model's: the pipelines' conversion is the identity for the presets.
+    np.testing.assert_array_equal(eqx_vae.from_diffusion_latents(jnp.asarray(latents), model), latents)
+    np.testing.assert_array_equal(eqx_vae.to_diffusion_latents(jnp.asarray(latents), model.config), latents)
     assert float(np.abs(np.asarray(ours) - scaled).max()) <= 1e-7
     assert float(np.abs(np.asarray(eqx_vae.unscale_latents(ours, model.config)) - unscaled).max()) <= 1e-6
     other = CONFIG_16  # other latent_magnitude and latent_shift

@@ -2,7 +2,9 @@
 
 - SD 1.x / 2 / SDXL: `latents = z * scaling_factor`;
 - SD3 / Flux: `latents = (z - shift_factor) * scaling_factor`;
-- Playground v2.5 (per-channel statistics): `latents = (z - latents_mean) * scaling_factor / latents_std`.
+- Playground v2.5 (per-channel statistics): `latents = (z - latents_mean) * scaling_factor / latents_std`;
+- TAESD (AutoencoderTiny): its latents are the diffusion model's already; every published config says
+  scaling_factor 1 and shift_factor 0, so both directions are the identity.
 
 This is what diffusers' pipelines do around `vae.encode` / `vae.decode`; the config says which rule applies.
 """
@@ -12,10 +14,14 @@ from jaxtyping import Array, Float
 
 from ._autoencoder import AutoencoderKL
 from ._config import AutoencoderKLConfig
+from ._tiny import AutoencoderTiny
+from ._tiny_config import AutoencoderTinyConfig
 
 
-def _config_of(config_or_model: AutoencoderKLConfig | AutoencoderKL) -> AutoencoderKLConfig:
-    return config_or_model.config if isinstance(config_or_model, AutoencoderKL) else config_or_model
+def _config_of(
+    config_or_model: AutoencoderKLConfig | AutoencoderKL | AutoencoderTinyConfig | AutoencoderTiny,
+) -> AutoencoderKLConfig | AutoencoderTinyConfig:
+    return config_or_model.config if isinstance(config_or_model, (AutoencoderKL, AutoencoderTiny)) else config_or_model
 
 
 def _per_channel(values, like: Array) -> Array:
@@ -24,7 +30,7 @@ def _per_channel(values, like: Array) -> Array:
     return column.reshape((1,) * (like.ndim - 3) + column.shape)
 
 
-def _check(z: Array, config: AutoencoderKLConfig, what: str) -> None:
+def _check(z: Array, config: AutoencoderKLConfig | AutoencoderTinyConfig, what: str) -> None:
     if z.ndim not in (3, 4):
         raise ValueError(f"{what} must be (channels, height, width) or (batch, channels, height, width), got shape "
                          f"{tuple(z.shape)}")
@@ -34,14 +40,15 @@ def _check(z: Array, config: AutoencoderKLConfig, what: str) -> None:
 
 
 def to_diffusion_latents(
-    z: Float[Array, "*batch latent_channels height width"], config: AutoencoderKLConfig | AutoencoderKL
+    z: Float[Array, "*batch latent_channels height width"],
+    config: AutoencoderKLConfig | AutoencoderKL | AutoencoderTinyConfig | AutoencoderTiny,
 ) -> Float[Array, "*batch latent_channels height width"]:
     """A posterior sample (or mode) -> the diffusion model's latent space, for one latent (CHW) or a batch (NCHW)."""
     config = _config_of(config)
     z = jnp.asarray(z)
     _check(z, config, "z")
     scale = config.scaling_factor
-    if config.latents_mean is not None and config.latents_std is not None:
+    if getattr(config, "latents_mean", None) is not None and getattr(config, "latents_std", None) is not None:
         return (z - _per_channel(config.latents_mean, z)) * scale / _per_channel(config.latents_std, z)
     if config.shift_factor is not None:
         return (z - config.shift_factor) * scale
@@ -49,14 +56,15 @@ def to_diffusion_latents(
 
 
 def from_diffusion_latents(
-    latents: Float[Array, "*batch latent_channels height width"], config: AutoencoderKLConfig | AutoencoderKL
+    latents: Float[Array, "*batch latent_channels height width"],
+    config: AutoencoderKLConfig | AutoencoderKL | AutoencoderTinyConfig | AutoencoderTiny,
 ) -> Float[Array, "*batch latent_channels height width"]:
     """The diffusion model's latents -> what `decode` takes (the inverse of `to_diffusion_latents`)."""
     config = _config_of(config)
     latents = jnp.asarray(latents)
     _check(latents, config, "latents")
     scale = config.scaling_factor
-    if config.latents_mean is not None and config.latents_std is not None:
+    if getattr(config, "latents_mean", None) is not None and getattr(config, "latents_std", None) is not None:
         return latents * _per_channel(config.latents_std, latents) / scale + _per_channel(config.latents_mean, latents)
     if config.shift_factor is not None:
         return latents / scale + config.shift_factor
