@@ -9,11 +9,13 @@ from .checkpoints import model_to_state_dict as model_to_state_dict
 from .checkpoints import named_parameters as named_parameters
 from .checkpoints import sample_image_path as sample_image_path
 from .checkpoints import save_pretrained as save_pretrained
+from .inference import crop as crop
 from .inference import data_parallel_decode as data_parallel_decode
 from .inference import data_parallel_encode as data_parallel_encode
 from .inference import decode as decode
 from .inference import enable_compilation_cache as enable_compilation_cache
 from .inference import encode as encode
+from .inference import pad_to_multiple as pad_to_multiple
 from .inference import reconstruct as reconstruct
 from .inference import sliced_decode as sliced_decode
 from .inference import sliced_encode as sliced_encode

@@ -88,8 +88,9 @@ def test_encode_decode_round_trip(capsys, model_dir, images, tmp_path):
     assert written.image_sizes == [(15, 15)] and written.names == ["rgba.png"]
     assert written.model == model_dir and written.scaled is False
     decoded = tmp_path / "decoded"
-    status, _, _ = run(capsys, "decode", latents, "-o", decoded, "--model", model_dir)
+    status, stdout, _ = run(capsys, "decode", latents, "-o", decoded, "--model", model_dir)
     assert status == 0
+    assert f"{latents / 'rgba.safetensors'} -> {decoded / 'rgba.png'}  15x15" in stdout  # each line names its input
     with PIL.open(decoded / "rgba.png") as image:  # cropped back to the original size from the metadata
         assert image.size == (15, 15)
     # the decoded latents are the reconstruction
@@ -107,9 +108,10 @@ def test_encode_stacked_npy_and_safetensors(capsys, model_dir, images, tmp_path)
     status, _, _ = run(capsys, "decode", tmp_path / "both.safetensors", "-o", tmp_path / "out", "--model", model_dir)
     assert status == 0
     assert sorted(os.listdir(tmp_path / "out")) == ["grey.png", "rgb.png"]
-    status, _, _ = run(capsys, "decode", tmp_path / "both.npy", "-o", tmp_path / "npy", "--model", model_dir)
+    status, stdout, _ = run(capsys, "decode", tmp_path / "both.npy", "-o", tmp_path / "npy", "--model", model_dir)
     assert status == 0
     assert sorted(os.listdir(tmp_path / "npy")) == ["both_0.png", "both_1.png"]
+    assert f"{tmp_path / 'both.npy'}[1] -> {tmp_path / 'npy' / 'both_1.png'}" in stdout
     status, _, err = run(capsys, "encode", images, "-o", tmp_path / "all.npy", "--model", model_dir)
     assert_clean_failure(status, err, "differ in size")
 
@@ -253,9 +255,9 @@ def test_option_groups(capsys):
     assert raised.value.code == 0
     text = capsys.readouterr().out
     model_part, run_part = text.split("model options:")[1].split("run options:")
-    for option in ("--model", "--dtype", "--tile", "--conv-algorithm"):
+    for option in ("--model", "--variant", "--dtype", "--tile", "--conv-algorithm"):
         assert option in model_part and option not in run_part
-    for option in ("--overwrite", "--quiet", "--batch-size"):
+    for option in ("--overwrite", "--quiet", "--batch-size", "--skip-existing", "--skip-errors"):
         assert option in run_part and option not in model_part
 
 
@@ -288,8 +290,17 @@ def test_tile_option(capsys, model_dir, images, tmp_path):
     status, _, err = run(
         capsys, "reconstruct", images / "rgb.png", "-o", tmp_path / "u.png", "--model", model_dir, "--tile", 12
     )
-    assert_clean_failure(status, err, "tile_size=12", "does not line up")
+    assert_clean_failure(status, err, "--tile 12 does not line up", "the multiples of 8", "the nearest is 8")
     assert not (tmp_path / "u.png").exists()
+
+
+def test_tile_zero_says_which_sizes_work(capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["reconstruct", "x.png", "-o", "out", "--tile", "0"])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert "'0' is not a tile size" in err and "a multiple of 4 x the model's downsampling factor" in err
+    assert "256, 512" in err and "at least 1" not in err
 
 
 def test_python_dash_m_and_default_model(tmp_path):
@@ -297,7 +308,7 @@ def test_python_dash_m_and_default_model(tmp_path):
     if not os.path.isfile(os.path.join(default_model_path(), "config.json")):
         pytest.skip("the default model has not been trained into this checkout")
     result = subprocess.run(
-        [sys.executable, "-m", "eqx_vae", "reconstruct", "--sample", "-o", str(tmp_path), "--side-by-side"],
+        [sys.executable, "-m", "eqx_vae", "reconstruct", "--sample-image", "-o", str(tmp_path), "--side-by-side"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -354,3 +365,180 @@ def test_conv_algorithm_option(capsys, images, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["encode", str(images), "-o", str(tmp_path / "x"), "--conv-algorithm", "fft"])
     assert exit_info.value.code == 2 and "fft" in capsys.readouterr().err
+
+
+# Careless inputs and habits ----------------------------------------------------------------------------------------
+
+
+def test_cli_padding_equals_reconstruct_with_pad(capsys, model_dir, images, tmp_path):
+    """The CLI's reflection padding is `eqx_vae.reconstruct(..., pad=True)`: same size, same pixels."""
+    status, _, _ = run(capsys, "reconstruct", images / "rgba.png", "-o", tmp_path / "r.png", "--model", model_dir)
+    assert status == 0
+    model = eqx_vae.from_pretrained(model_dir)
+    image = read_image(images / "rgba.png")[None]
+    expected = eqx_vae.reconstruct(model, image, pad=True)
+    assert expected.shape == (1, 3, 15, 15)
+    written = np.asarray(PIL.open(tmp_path / "r.png").convert("RGB"), dtype=int)
+    assert np.abs(written - to_uint8(np.asarray(expected[0])).astype(int)).max() <= 1
+
+
+def test_skip_errors(capsys, model_dir, images, tmp_path):
+    """An unreadable image stops the run unless --skip-errors: then each failure is reported, the others are done,
+    and the exit status is 1 with a count."""
+    (images / "broken.png").write_bytes(b"\x89PNG this is not an image")  # fails when its header is read
+    with open(images / "rgb.png", "rb") as file:
+        (images / "truncated.png").write_bytes(file.read()[:100])  # a good header, then the data stops
+    out = tmp_path / "out"
+    status, _, err = run(capsys, "reconstruct", images, "-o", out, "--model", model_dir)
+    assert_clean_failure(status, err, "broken.png")
+    status, stdout, err = run(capsys, "reconstruct", images, "-o", out, "--model", model_dir, "--skip-errors")
+    assert status == 1 and "Traceback" not in err
+    assert "broken.png is not a readable image" in err and "truncated.png is not a readable image" in err
+    assert err.strip().splitlines()[-1] == "eqx-vae: error: 2 of 5 images failed (reported above); the others were done"
+    assert sorted(os.listdir(out)) == ["grey.png", "rgb.png", "rgba.png"]
+    assert stdout.count("PSNR") == 4
+    status, _, err = run(capsys, "encode", images, "-o", tmp_path / "z", "--model", model_dir, "--skip-errors")
+    assert status == 1 and sorted(os.listdir(tmp_path / "z")) == ["grey.safetensors", "rgb.safetensors",
+                                                                   "rgba.safetensors"]
+    (tmp_path / "z" / "bad.safetensors").write_bytes(b"garbage")
+    status, stdout, err = run(capsys, "decode", tmp_path / "z", "-o", tmp_path / "d", "--model", model_dir,
+                              "--skip-errors")
+    assert status == 1 and "bad.safetensors" in err and "1 of 4 latent files failed" in err
+    assert sorted(os.listdir(tmp_path / "d")) == ["grey.png", "rgb.png", "rgba.png"]
+
+
+def test_skip_existing_resumes_a_run(capsys, model_dir, images, tmp_path):
+    out = tmp_path / "out"
+    status, _, _ = run(capsys, "reconstruct", images, "-o", out, "--model", model_dir)
+    assert status == 0
+    (out / "grey.png").unlink()  # as if the run had been interrupted before it
+    (out / "rgb.png").write_bytes(b"kept")  # a marker: a skipped output is not touched
+    status, stdout, _ = run(capsys, "reconstruct", images, "-o", out, "--model", model_dir, "--skip-existing")
+    assert status == 0
+    assert "skipping 2 of 3 inputs whose outputs exist" in stdout and stdout.count("PSNR") == 1
+    assert (out / "rgb.png").read_bytes() == b"kept" and (out / "grey.png").exists()
+    status, stdout, _ = run(capsys, "reconstruct", images, "-o", out, "--model", model_dir, "--skip-existing")
+    assert status == 0 and "skipping 3 of 3" in stdout and "PSNR" not in stdout
+    latents = tmp_path / "z"
+    for _ in range(2):
+        status, stdout, _ = run(capsys, "encode", images, "-o", latents, "--model", model_dir, "--skip-existing")
+        assert status == 0
+    assert "skipping 3 of 3" in stdout
+    status, _, err = run(capsys, "reconstruct", images, "-o", out, "--model", model_dir)
+    assert_clean_failure(status, err, "already exists", "--skip-existing")
+    with pytest.raises(SystemExit) as raised:
+        main(["reconstruct", str(images), "-o", str(out), "--overwrite", "--skip-existing"])
+    assert raised.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_variant_option(capsys, model_dir, images, tmp_path):
+    folder = tmp_path / "fp16"
+    eqx_vae.save_pretrained(eqx_vae.from_pretrained(model_dir), folder, dtype="float16", variant="fp16")
+    status, _, err = run(capsys, "info", folder)
+    assert_clean_failure(status, err, "variants only (fp16)", "--variant fp16")
+    assert err.count("diffusion_pytorch_model.safetensors.index.json") == 1  # each file name listed once
+    assert 'variant="fp16"' not in err
+    status, stdout, _ = run(capsys, "info", folder, "--variant", "fp16")
+    assert status == 0 and "parameters:" in stdout
+    status, _, _ = run(capsys, "reconstruct", images / "rgb.png", "-o", tmp_path / "v.png", "--model", folder,
+                       "--variant", "fp16", "--dtype", "float32")
+    assert status == 0 and (tmp_path / "v.png").exists()
+    status, _, err = run(capsys, "reconstruct", images / "rgb.png", "-o", tmp_path / "w.png", "--variant", "fp16")
+    assert_clean_failure(status, err, "--variant fp16", "the default model")
+
+
+def test_sample_image_option_and_its_deprecated_alias(capsys):
+    from eqx_vae.cli._main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["reconstruct", "--sample-image", "-o", "out"]).sample_image is True
+    assert parser.parse_args(["reconstruct", "-o", "out"]).sample_image is False
+    assert capsys.readouterr().err == ""
+    assert parser.parse_args(["encode", "--sample", "-o", "out"]).sample_image is True
+    assert "--sample is deprecated; use --sample-image" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["reconstruct", "--help"])
+    text = capsys.readouterr().out
+    assert "--sample-image" in text and "--sample " not in text and "--sample\n" not in text
+
+
+def test_npy_output_warns_when_it_loses_the_image_size(capsys, model_dir, images, tmp_path):
+    status, _, err = run(capsys, "encode", images / "rgba.png", "-o", tmp_path / "odd.npy", "--model", model_dir)
+    assert status == 0
+    assert "warning: " in err and "rgba.png is 15x15 but will decode to 16x16" in err and ".safetensors" in err
+    status, _, err = run(capsys, "encode", images / "rgb.png", "-o", tmp_path / "even.npy", "--model", model_dir)
+    assert status == 0 and "warning" not in err
+
+
+def test_broken_pipe_exits_quietly(capsys, model_dir, monkeypatch):
+    """`eqx-vae info | head -5` used to end with "error: [Errno 32] Broken pipe" and exit status 1."""
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["info", model_dir]) == 141
+    monkeypatch.undo()
+    assert capsys.readouterr().err == ""
+
+
+def test_broken_pipe_in_a_real_pipe(model_dir):
+    """The reader closes the pipe before anything is written: no message, status 141 (as after SIGPIPE)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "eqx_vae", "info", model_dir],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    process.stdout.close()
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 141, err
+    assert err == ""
+
+
+def test_hostile_inputs_give_one_line(capsys, model_dir, images, tmp_path):
+    """No traceback for a user's mistake: one line on stderr, exit status 1, nothing written."""
+    from test_inputs import png_header
+
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "bomb.png").write_bytes(png_header(40000, 40000))
+    (tmp_path / "a_file").write_bytes(b"")
+    np.save(tmp_path / "ints.npy", np.zeros((1, 4, 8, 8), np.int32))
+    np.save(tmp_path / "nan.npy", np.full((1, 4, 8, 8), np.nan, np.float32))
+    cases = [
+        (("reconstruct", tmp_path / "folder.png", "-o", tmp_path / "o1"), "folder.png: folder holds no image files"),
+        (("reconstruct", tmp_path / "empty.png", "-o", tmp_path / "o2"), "empty.png is not a readable image"),
+        (("encode", tmp_path / "bomb.png", "-o", tmp_path / "o3"), "bomb.png is 40000x40000 pixels"),
+        (("reconstruct", images / "rgb.png", "-o", tmp_path / "a_file" / "x.png"), "cannot create the output folder"),
+        (("decode", tmp_path / "ints.npy", "-o", tmp_path / "o4"), "ints.npy"),
+        (("decode", tmp_path / "nan.npy", "-o", tmp_path / "o5"), "nan.npy: decoding gave NaN"),
+        (("decode", os.devnull, "-o", tmp_path / "o8"), "not a regular file"),
+        (("info", images / "rgb.png"), "rgb.png"),
+        (("convert", images, tmp_path / "o6"), "images"),
+    ]
+    for argv, fragment in cases:
+        status, _, err = run(capsys, *argv, *(("--model", model_dir) if argv[0] in ("reconstruct", "encode",
+                                                                                     "decode") else ()))
+        assert_clean_failure(status, err, fragment)
+        assert len(err.strip().splitlines()) == 1, err
+    assert not any((tmp_path / f"o{index}").exists() for index in range(1, 9))
+    status, _, err = run(capsys, "encode", images / "rgb.png", "-o", tmp_path / "o7", "--model", model_dir,
+                         "--max-pixels", "100")
+    assert_clean_failure(status, err, "rgb.png is 16x16 pixels", "more than the limit of 100 pixels", "--max-pixels")
+
+
+def test_out_of_memory_is_one_line(capsys, monkeypatch):
+    from eqx_vae.cli import _info
+
+    def exhausted(*args, **kwargs):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1099511627776 bytes.\nmore")
+
+    monkeypatch.setattr(_info, "load_model", exhausted)
+    status, _, err = run(capsys, "info")
+    assert_clean_failure(status, err, "out of memory: RESOURCE_EXHAUSTED", "--batch-size")
+    assert len(err.strip().splitlines()) == 1

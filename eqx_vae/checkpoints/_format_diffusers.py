@@ -7,6 +7,7 @@ Looked for in this order, with `variant="fp16"` inserting `.fp16` before the ext
 
 import json
 import os
+import re
 
 from ._files import open_pickle, open_safetensors
 from ._format_flax import FLAX_WEIGHTS_NAME, open_msgpack
@@ -62,6 +63,15 @@ def with_current_names(tensors: TensorSource) -> TensorSource:
     return tensors.renamed(renamed)
 
 
+def _variants_in(names: list[str]) -> list[str]:
+    """The variants (e.g. "fp16") of the weight files among `names`, sorted."""
+    pattern = re.compile(
+        r"diffusion_(?:pytorch|flax)_model(?:-\d+-of-\d+)?\.([^.]+)\.(?:safetensors|bin|msgpack)"
+        r"|diffusion_pytorch_model\.safetensors\.index\.([^.]+)\.json"
+    )
+    return sorted({next(g for g in match.groups() if g) for match in map(pattern.fullmatch, names) if match})
+
+
 def open_model_folder(directory: str, *, variant: str | None = None, allow_pickle: bool = False) -> TensorSource:
     """The weights of a diffusers model folder, in diffusers' names."""
     candidates = [
@@ -79,7 +89,8 @@ def open_model_folder(directory: str, *, variant: str | None = None, allow_pickl
     hint = ""
     if os.path.isfile(os.path.join(directory, "model_index.json")) and os.path.isdir(os.path.join(directory, "vae")):
         hint = "; this is a pipeline folder: pass subfolder=\"vae\""
-    elif variant is None and any(".fp16." in f or ".bf16." in f for f in present):
-        hint = "; only variant files are here: pass variant=\"fp16\" (or the variant in the file name)"
-    wanted = ", ".join(name for name, _ in candidates)
+    elif variant is None and (variants := _variants_in(present)):
+        hint = (f"; the weights here are variants only ({', '.join(variants)}): pass variant={variants[0]} to "
+                f"from_pretrained, or --variant {variants[0]} to eqx-vae")
+    wanted = ", ".join(dict.fromkeys(name for name, _ in candidates))  # without variant, two candidates coincide
     raise FileNotFoundError(f"{directory} holds none of {wanted} (found: {', '.join(present) or 'nothing'}){hint}")

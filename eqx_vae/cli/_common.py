@@ -1,5 +1,5 @@
 """What the subcommands share: the model and run options, loading the model, running it on batches, planning and
-checking outputs, progress."""
+checking outputs, per-input failures (--skip-errors), messages and progress."""
 
 import argparse
 import contextlib
@@ -9,15 +9,66 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 
-from ..io._images import find_images, read_image
+from ..inference._padding import pad_to_multiple, padded_size
+from ..io._images import MAX_PIXELS, find_images, image_size, read_image
 
 DTYPES = ("float32", "bfloat16", "float16")
 LATENT_SUFFIXES = (".safetensors", ".npy")  # the files load_latents reads
 TILE_OVERLAP = 0.25
+TILE_HELP = (
+    "a multiple of 4 x the model's downsampling factor: 32, 64, ..., 256, 512 for the 8x VAEs of SD, SDXL, SD3 and "
+    "Flux"
+)
 
 
 class CLIError(Exception):
     """An error the CLI reports as one line (no traceback) before exiting with status 1."""
+
+
+# Messages ----------------------------------------------------------------------------------------------------------
+
+
+def say(message: str) -> None:
+    """Prints a line on stdout without breaking a progress bar."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        print(message, flush=True)
+    else:
+        tqdm.write(message, file=sys.stdout)
+
+
+def warn(message: str) -> None:
+    """Prints `eqx-vae: <message>` on stderr without breaking a progress bar."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        print(f"eqx-vae: {message}", file=sys.stderr, flush=True)
+    else:
+        tqdm.write(f"eqx-vae: {message}", file=sys.stderr)
+
+
+class Failures:
+    """The inputs that failed. Without --skip-errors the first one ends the run (a CLIError: one line, exit 1); with
+    it, each is reported on stderr as it happens and the run goes on, ending with a count and exit status 1."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.skip = bool(getattr(args, "skip_errors", False))
+        self.failed: set[str] = set()
+
+    def report(self, message: str, input_path: str) -> None:
+        """`input_path` failed (`message` says how and names it)."""
+        if not self.skip:
+            raise CLIError(message)
+        self.failed.add(input_path)
+        warn(f"error: {message} (skipped)")
+
+    def exit_status(self, total: int, noun: str) -> int:
+        """0 when nothing failed; else 1, after saying how many of the `total` inputs (`noun`) failed."""
+        if not self.failed:
+            return 0
+        warn(f"error: {len(self.failed)} of {total} {noun} failed (reported above); the others were done")
+        return 1
 
 
 # Options -----------------------------------------------------------------------------------------------------------
@@ -33,6 +84,26 @@ def positive_int(text: str) -> int:
     return value
 
 
+def tile_pixels(text: str) -> int:
+    """--tile: a positive integer here; whether it lines up with the model is checked once the model is loaded."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of pixels; use {TILE_HELP}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a tile size; use {TILE_HELP}")
+    return value
+
+
+def add_variant_option(parser) -> None:
+    parser.add_argument(
+        "--variant",
+        default=None,
+        metavar="NAME",
+        help="the weights variant of a diffusers folder, e.g. fp16 for diffusion_pytorch_model.fp16.safetensors",
+    )
+
+
 def model_and_run_options() -> argparse.ArgumentParser:
     """The options of the commands that run a model (reconstruct, encode, decode), as a parent parser."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -43,14 +114,15 @@ def model_and_run_options() -> argparse.ArgumentParser:
         help="a checkpoint eqx_vae.from_pretrained reads (folder, single file, cached repo id); "
         "default: the model that ships with eqx_vae",
     )
+    add_variant_option(model)
     model.add_argument("--dtype", choices=DTYPES, default=None, help="compute and parameter dtype (default: float32)")
     model.add_argument(
         "--tile",
-        type=positive_int,
+        type=tile_pixels,
         default=None,
         metavar="PIXELS",
-        help=f"encode/decode in tiles of this many pixels with {TILE_OVERLAP:.0%}% overlap (large images); a "
-        "multiple of 4 x the model's downsampling factor, e.g. 512 for SD",
+        help=f"encode/decode in tiles of this many pixels with {TILE_OVERLAP:.0%}% overlap (large images); "
+        f"{TILE_HELP}",
     )
     model.add_argument(
         "--conv-algorithm",
@@ -61,18 +133,56 @@ def model_and_run_options() -> argparse.ArgumentParser:
     )
     run = parent.add_argument_group("run options")
     run.add_argument("--batch-size", type=positive_int, default=4, help="images per batch (default: 4)")
+    # not a mutually exclusive group: copied from a parent parser, its options would leave this group (Python 3.11);
+    # main() refuses the two together
     run.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    run.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave out the inputs whose outputs exist already (to resume an interrupted run); not with --overwrite",
+    )
+    run.add_argument(
+        "--skip-errors",
+        action="store_true",
+        help="report each input that cannot be read on stderr and go on with the others (exit status 1 at the "
+        "end); default: stop at the first one",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     return parent
 
 
+class _DeprecatedFlag(argparse.Action):
+    """A store-true flag kept for old command lines: sets `dest` and says on stderr what to use instead."""
+
+    def __init__(self, option_strings, dest, replacement: str, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+        self.replacement = replacement
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        warn(f"warning: {option_string} is deprecated; use {self.replacement}")
+        setattr(namespace, self.dest, True)
+
+
 def image_inputs(verb: str) -> argparse.ArgumentParser:
-    """The inputs of the commands that read images (files, folders, --sample; see `find_input_images`), as a parent
-    parser."""
+    """The inputs of the commands that read images (files, folders, --sample-image; see `find_input_paths`), as a
+    parent parser."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("inputs", nargs="*", metavar="IN", help="image files or folders of images")
     parent.add_argument(
-        "--sample", action="store_true", help=f"also {verb} the held-out sample image that ships with eqx_vae"
+        "--sample-image",
+        action="store_true",
+        help=f"also {verb} the picture that ships with eqx_vae (held out of the default model's training)",
+    )
+    parent.add_argument(
+        "--sample", dest="sample_image", action=_DeprecatedFlag, replacement="--sample-image", help=argparse.SUPPRESS
+    )
+    parent.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=MAX_PIXELS,
+        metavar="N",
+        help=f"refuse images of more than N pixels, a guard against decompression bombs (default: {MAX_PIXELS:,}, "
+        "Pillow's)",
     )
     return parent
 
@@ -87,48 +197,67 @@ def load_model(
     conv_algorithm: str = "direct",
     allow_pickle: bool = False,
     config: str | None = None,
+    variant: str | None = None,
 ):
     """`"default"` (the shipped model) or any checkpoint `eqx_vae.from_pretrained` reads."""
     from ..checkpoints import from_pretrained, load_default
     from ..models import with_conv_backend
     from ..nn import WinogradConv
 
+    if variant is not None and (name == "default" or os.path.isfile(name)):
+        what = "the default model" if name == "default" else f"{name}, a single file"
+        raise CLIError(f"--variant {variant} picks a weights file in a diffusers folder, but the checkpoint is {what}")
     if name == "default":
         model = load_default(dtype)
     else:
-        model = from_pretrained(name, dtype=dtype, allow_pickle=allow_pickle, config=config)
+        model = from_pretrained(name, dtype=dtype, allow_pickle=allow_pickle, config=config, variant=variant)
     return with_conv_backend(model, WinogradConv()) if conv_algorithm == "winograd" else model
 
 
 def load_model_from_options(args: argparse.Namespace):
-    """The model that --model, --dtype and --conv-algorithm describe."""
-    return load_model(args.model, dtype=args.dtype, conv_algorithm=args.conv_algorithm)
+    """The model that --model, --variant, --dtype and --conv-algorithm describe; --tile is checked against it."""
+    model = load_model(args.model, dtype=args.dtype, conv_algorithm=args.conv_algorithm, variant=args.variant)
+    if args.tile is not None:
+        check_tile(model, args.tile)
+    return model
 
 
-def _padded_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
-    """`(height, width)` rounded up to multiples of `multiple`: the size an image is encoded at."""
-    height, width = size
-    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+def check_tile(model, tile: int) -> None:
+    """A CLIError saying which --tile values work, unless `tile` lines up with the model's downsampling factor."""
+    from ..inference._tiling import tile_grids
 
+    def works(size: int) -> bool:
+        try:
+            tile_grids(model, size, TILE_OVERLAP)
+        except ValueError:
+            return False
+        return True
 
-def _pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
-    """Pads a `(c, h, w)` image at the bottom and right, by reflection, so both sides are multiples of `multiple`."""
-    height, width = image.shape[1:]
-    padded_height, padded_width = _padded_size((height, width), multiple)
-    if (padded_height, padded_width) == (height, width):
-        return image
-    mode = "reflect" if min(height, width) > 1 else "edge"
-    return np.pad(image, ((0, 0), (0, padded_height - height), (0, padded_width - width)), mode=mode)
+    if works(tile):
+        return
+    factor = model.config.downsampling_factor
+    usable = [size for size in range(1, max(tile, 64 * factor) + 1) if works(size)]
+    step = 4 * factor
+    if usable and all(size % step == 0 for size in usable):
+        which = f"the multiples of {step} (4 x its downsampling factor {factor})"
+    else:
+        which = ", ".join(map(str, usable[:6])) + ", ..."
+    nearest = f"; the nearest is {min(usable, key=lambda size: (abs(size - tile), size))}" if usable else ""
+    raise CLIError(
+        f"--tile {tile} does not line up with this model at {TILE_OVERLAP:.0%} overlap: the tile sizes that work "
+        f"are {which}{nearest}"
+    )
 
 
 def _encode_images(model, images: Sequence[np.ndarray], tile: int | None) -> np.ndarray:
-    """`(3, h, w)` images in [-1, 1] that pad to one size -> their posterior means, NCHW float32 NumPy."""
+    """`(3, h, w)` images in [-1, 1] that pad to one size -> their posterior means, NCHW float32 NumPy. Each image is
+    padded by reflection to a multiple of the downsampling factor (`eqx_vae.pad_to_multiple`)."""
     import jax.numpy as jnp
 
     from ..inference import encode, tiled_encode
 
     multiple = model.config.downsampling_factor
-    batch = jnp.asarray(np.stack([_pad_to_multiple(image, multiple) for image in images]), dtype=model.dtype)
+    batch = jnp.asarray(np.stack([pad_to_multiple(image, multiple) for image in images]), dtype=model.dtype)
     posterior = tiled_encode(model, batch, tile_size=tile, overlap=TILE_OVERLAP) if tile else encode(model, batch)
     return np.asarray(posterior.mode(), dtype=np.float32)
 
@@ -147,31 +276,33 @@ def decode_latents(model, latents: np.ndarray, tile: int | None) -> np.ndarray:
 # Inputs ------------------------------------------------------------------------------------------------------------
 
 
-def find_input_images(args: argparse.Namespace) -> dict[str, tuple[int, int]]:
-    """The image files the positional inputs name (folders expanded), plus the sample image with --sample, each with
-    its `(height, width)`. Every file's header is read now, so a file that is no image fails the run before anything
-    is written."""
+def find_input_paths(args: argparse.Namespace) -> list[str]:
+    """The image files the positional inputs name (folders expanded, not recursively), plus the sample image with
+    --sample-image."""
     from ..checkpoints import sample_image_path
-    from ..io._images import _pillow
 
     paths = list(args.inputs)
-    if args.sample:
+    if args.sample_image:
         paths.append(sample_image_path())
     if not paths:
-        raise CLIError("no input images: give files or folders, or --sample for the image that ships with eqx_vae")
+        raise CLIError(
+            "no input images: give files or folders, or --sample-image for the picture that ships with eqx_vae"
+        )
     try:
-        paths = find_images(paths)
+        return find_images(paths)
     except (FileNotFoundError, ValueError) as error:
         raise CLIError(str(error)) from error
-    Image = _pillow()
+
+
+def read_sizes(paths: Sequence[str], args: argparse.Namespace, failures: Failures) -> dict[str, tuple[int, int]]:
+    """Each image's `(height, width)`, read from its header now, so that a file that is no image (or too big) stops
+    the run before anything is written; with --skip-errors it is reported and left out instead."""
     sizes = {}
     for path in paths:
         try:
-            with Image.open(path) as image:
-                width, height = image.size
-        except (OSError, SyntaxError, ValueError) as error:
-            raise CLIError(f"{path} is not a readable image: {error}") from error
-        sizes[path] = (height, width)
+            sizes[path] = image_size(path, max_pixels=args.max_pixels)
+        except (OSError, ValueError) as error:
+            failures.report(str(error), path)
     return sizes
 
 
@@ -195,8 +326,20 @@ def plan_outputs(
     return [os.path.join(output, name + suffix) for name in names]
 
 
-def check_outputs(paths: Sequence[str], overwrite: bool) -> None:
-    """Refuses to start when an output exists (without --overwrite), is a folder, or two inputs map to one output."""
+def leave_out_existing(outputs: dict, args: argparse.Namespace) -> dict:
+    """With --skip-existing, the entries of `outputs` (an input -> the list of its output paths) whose outputs do not
+    all exist yet, saying how many were left out; without it, `outputs` unchanged."""
+    if not args.skip_existing:
+        return outputs
+    remaining = {key: paths for key, paths in outputs.items() if not all(os.path.exists(p) for p in paths)}
+    if len(remaining) < len(outputs):
+        say(f"skipping {len(outputs) - len(remaining)} of {len(outputs)} inputs whose outputs exist (--skip-existing)")
+    return remaining
+
+
+def check_outputs(paths: Sequence[str], overwrite: bool, *, can_skip: bool = True) -> None:
+    """Refuses to start when an output exists (without --overwrite), is a folder, or two inputs map to one output.
+    `can_skip`: the command has --skip-existing, which the message then suggests too."""
     seen = set()
     for path in paths:
         key = os.path.abspath(path)
@@ -207,7 +350,8 @@ def check_outputs(paths: Sequence[str], overwrite: bool) -> None:
         existing = [path for path in paths if os.path.exists(path)]
         if existing:
             shown = ", ".join(existing[:5]) + (f" (and {len(existing) - 5} more)" if len(existing) > 5 else "")
-            raise CLIError(f"output already exists: {shown}; pass --overwrite to replace")
+            skip = ", or --skip-existing to leave those inputs out" if can_skip else ""
+            raise CLIError(f"output already exists: {shown}; pass --overwrite to replace{skip}")
     for path in paths:
         if os.path.isdir(path):
             raise CLIError(f"output {path} is a directory")
@@ -262,28 +406,19 @@ def in_batches(
 
 
 def encode_files(
-    sizes: dict[str, tuple[int, int]], model, args: argparse.Namespace, description: str
+    sizes: dict[str, tuple[int, int]], model, args: argparse.Namespace, description: str, failures: Failures
 ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
     """Reads and encodes the image files `sizes` holds, in batches of images that pad to one size (see `in_batches`):
-    yields each batch's images by path and their posterior means (NCHW float32). A file that cannot be read is
-    reported on stderr and left out."""
+    yields each batch's images by path and their posterior means (NCHW float32). A file that cannot be read goes to
+    `failures`, which ends the run unless --skip-errors."""
     multiple = model.config.downsampling_factor
-    for batch in in_batches(list(sizes), lambda path: _padded_size(sizes[path], multiple), args, description):
+    padded = {path: padded_size(*size, multiple) for path, size in sizes.items()}
+    for batch in in_batches(list(sizes), padded.__getitem__, args, description):
         images = {}
         for path in batch:
             try:
-                images[path] = read_image(path)
-            except ValueError as error:
-                print(f"eqx-vae: error: {error}", file=sys.stderr)
+                images[path] = read_image(path, max_pixels=args.max_pixels)
+            except (OSError, ValueError) as error:
+                failures.report(str(error), path)
         if images:
             yield images, _encode_images(model, list(images.values()), args.tile)
-
-
-def say(message: str) -> None:
-    """Prints a line on stdout without breaking a progress bar."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        print(message, flush=True)
-    else:
-        tqdm.write(message, file=sys.stdout)

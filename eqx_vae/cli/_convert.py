@@ -3,13 +3,14 @@
 import argparse
 import os
 
-from ._common import DTYPES, CLIError, check_outputs, load_model, say
+from ._common import DTYPES, CLIError, add_variant_option, check_outputs, load_model, say
 
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("convert", help="any checkpoint eqx_vae reads -> a diffusers folder")
     parser.add_argument("source", metavar="SRC", help="folder, single file (.safetensors, .ckpt, .msgpack) or repo id")
     parser.add_argument("destination", metavar="DST", help="output folder (config.json + safetensors weights)")
+    add_variant_option(parser)
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="dtype of the written weights")
     parser.add_argument(
         "--config",
@@ -27,8 +28,9 @@ def run(args: argparse.Namespace) -> int:
 
     if os.path.isfile(args.destination):
         raise CLIError(f"{args.destination} is a file; the destination of convert is a folder")
-    check_outputs([os.path.join(args.destination, name) for name in (CONFIG_NAME, WEIGHTS_NAME)], args.overwrite)
-    model = load_model(args.source, allow_pickle=args.allow_pickle, config=args.config)
+    outputs = [os.path.join(args.destination, name) for name in (CONFIG_NAME, WEIGHTS_NAME)]
+    check_outputs(outputs, args.overwrite, can_skip=False)
+    model = load_model(args.source, allow_pickle=args.allow_pickle, config=args.config, variant=args.variant)
     save_pretrained(model, args.destination, dtype=args.dtype)
     say(f"{args.source} -> {args.destination} (diffusers layout, {args.dtype or model.param_dtype} weights)")
     return 0

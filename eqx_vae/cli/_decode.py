@@ -1,4 +1,5 @@
-"""`eqx-vae decode`: latent files -> images, cropped to the original sizes the files record."""
+"""`eqx-vae decode`: latent files -> images, cropped to the original sizes the files record. Each line it prints
+names the latent file (and the index in it, for a file of several latents) and the image written."""
 
 import argparse
 import os
@@ -11,9 +12,11 @@ from ..io._latent_files import LatentFile, load_latents
 from ._common import (
     LATENT_SUFFIXES,
     CLIError,
+    Failures,
     check_outputs,
     decode_latents,
     in_batches,
+    leave_out_existing,
     load_model_from_options,
     make_parent,
     model_and_run_options,
@@ -45,6 +48,8 @@ def find_latent_files(inputs: Sequence[str]) -> list[str]:
             if not entry.lower().endswith(LATENT_SUFFIXES):
                 raise CLIError(f"{entry}: not a latent file (expected {' or '.join(LATENT_SUFFIXES)})")
             found.append(entry)
+        elif os.path.exists(entry):
+            raise CLIError(f"{entry}: not a regular file or folder")
         else:
             raise CLIError(f"{entry}: no such file or folder")
     return found
@@ -63,25 +68,53 @@ def run(args: argparse.Namespace) -> int:
 
     from ..models import from_diffusion_latents
 
-    files = {path: load_latents(path) for path in find_latent_files(args.inputs)}
+    failures = Failures(args)
+    paths = find_latent_files(args.inputs)
+    files = {}
+    for path in paths:
+        try:
+            files[path] = load_latents(path)
+        except (OSError, ValueError) as error:
+            failures.report(str(error), path)
+    # One entry per latent: (the file, its index there); its output and the name it has in messages.
+    entries = [(path, index) for path, contents in files.items() for index in range(len(contents.latents))]
     names = [name for path, contents in files.items() for name in _output_names(path, contents)]
-    outputs = plan_outputs(names, args.output, ".png", IMAGE_SUFFIXES)
-    check_outputs(outputs, args.overwrite)
+    outputs = dict(zip(entries, plan_outputs(names, args.output, ".png", IMAGE_SUFFIXES), strict=True))
+    check_outputs(list(outputs.values()), args.overwrite or args.skip_existing)
+    remaining = leave_out_existing({entry: [output] for entry, output in outputs.items()}, args)
+    if not remaining:
+        return failures.exit_status(len(paths), "latent files")
     model = load_model_from_options(args)
-    latents, sizes = [], []  # one entry per image: the VAE's latent, the size to crop to (None: no crop)
+    latents, sizes = {}, {}  # per entry: the VAE's latent, the size to crop to (None: no crop)
     for path, contents in files.items():
+        todo = [index for index in range(len(contents.latents)) if (path, index) in remaining]
+        if not todo:
+            continue
         if contents.latents.shape[1] != model.config.latent_channels:
-            raise CLIError(f"{path}: the latents have {contents.latents.shape[1]} channels, but the model's "
-                           f"latent_channels is {model.config.latent_channels}")
-        unscaled = from_diffusion_latents(jnp.asarray(contents.latents), model) if contents.scaled else contents.latents
-        latents.extend(np.asarray(unscaled, dtype=np.float32))
-        sizes.extend(contents.image_sizes or [None] * len(contents.latents))
-    for batch in in_batches(range(len(latents)), lambda index: latents[index].shape, args, "decode"):
-        images = decode_latents(model, np.stack([latents[index] for index in batch]), args.tile)
-        for index, image in zip(batch, images, strict=True):
-            height, width = sizes[index] or image.shape[1:]
+            failures.report(
+                f"{path}: the latents have {contents.latents.shape[1]} channels, but the model's latent_channels is "
+                f"{model.config.latent_channels}",
+                path,
+            )
+            continue
+        own = from_diffusion_latents(jnp.asarray(contents.latents), model) if contents.scaled else contents.latents
+        own = np.asarray(own, dtype=np.float32)
+        for index in todo:
+            latents[path, index] = own[index]
+            sizes[path, index] = contents.image_sizes[index] if contents.image_sizes else None
+    todo = list(latents)
+    for batch in in_batches(todo, lambda entry: latents[entry].shape, args, "decode"):
+        images = decode_latents(model, np.stack([latents[entry] for entry in batch]), args.tile)
+        for entry, image in zip(batch, images, strict=True):
+            height, width = sizes[entry] or image.shape[1:]
             image = image[:, :height, :width]
-            make_parent(outputs[index])
-            write_image(outputs[index], image)
-            say(f"-> {outputs[index]}  {image.shape[2]}x{image.shape[1]}")
-    return 0
+            path, index = entry
+            source = path if len(files[path].latents) == 1 else f"{path}[{index}]"
+            if not np.isfinite(image).all():
+                message = f"{source}: decoding gave NaN or infinite values (NaN latents decode to NaN); not written"
+                failures.report(message, path)
+                continue
+            make_parent(outputs[entry])
+            write_image(outputs[entry], image)
+            say(f"{source} -> {outputs[entry]}  {image.shape[2]}x{image.shape[1]}")
+    return failures.exit_status(len(paths), "latent files")

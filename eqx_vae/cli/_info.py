@@ -4,7 +4,7 @@ import argparse
 import json
 import os
 
-from ._common import load_model
+from ._common import add_variant_option, load_model
 
 
 def add_parser(commands) -> None:
@@ -16,6 +16,7 @@ def add_parser(commands) -> None:
         default="default",
         help="a checkpoint eqx_vae reads (default: the model that ships with eqx_vae)",
     )
+    add_variant_option(parser)
     parser.add_argument("--config", default=None, help="a preset name for single files")
     parser.add_argument("--allow-pickle", action="store_true", help="read pickle checkpoints (.ckpt, .bin, .pt)")
     parser.add_argument("--json", action="store_true", help="print a JSON object")
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..checkpoints import default_model_path
 
-    model = load_model(args.checkpoint, allow_pickle=args.allow_pickle, config=args.config)
+    model = load_model(args.checkpoint, allow_pickle=args.allow_pickle, config=args.config, variant=args.variant)
     location = default_model_path() if args.checkpoint == "default" else args.checkpoint
 
     def count(tree) -> int:

@@ -7,15 +7,18 @@ import numpy as np
 
 from ..io._images import IMAGE_SUFFIXES, psnr, side_by_side, write_image
 from ._common import (
+    Failures,
     check_outputs,
     decode_latents,
     encode_files,
-    find_input_images,
+    find_input_paths,
     image_inputs,
+    leave_out_existing,
     load_model_from_options,
     make_parent,
     model_and_run_options,
     plan_outputs,
+    read_sizes,
     say,
     stem,
 )
@@ -24,7 +27,7 @@ from ._common import (
 def add_parser(commands) -> None:
     parser = commands.add_parser(
         "reconstruct",
-        parents=[image_inputs("reconstruct the held-out"), model_and_run_options()],
+        parents=[image_inputs("reconstruct"), model_and_run_options()],
         help="encode and decode images; write PNGs and print PSNR",
     )
     parser.add_argument(
@@ -37,17 +40,29 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    sizes = find_input_images(args)
-    planned = plan_outputs([stem(path) for path in sizes], args.output, ".png", IMAGE_SUFFIXES)
-    outputs = dict(zip(sizes, planned, strict=True))
+    paths = find_input_paths(args)
+    planned = plan_outputs([stem(path) for path in paths], args.output, ".png", IMAGE_SUFFIXES)
+    outputs = dict(zip(paths, planned, strict=True))
     comparisons = {path: os.path.splitext(out)[0] + "_side_by_side.png" for path, out in outputs.items()}
-    check_outputs(list(outputs.values()) + (list(comparisons.values()) if args.side_by_side else []), args.overwrite)
+    written = {path: [outputs[path]] + ([comparisons[path]] if args.side_by_side else []) for path in paths}
+    check_outputs([out for outs in written.values() for out in outs], args.overwrite or args.skip_existing)
+    written = leave_out_existing(written, args)
+    if not written:
+        return 0
+    failures = Failures(args)
+    sizes = read_sizes(list(written), args, failures)
+    if not sizes:
+        return failures.exit_status(len(written), "images")
     model = load_model_from_options(args)
     scores = []
-    for images, latents in encode_files(sizes, model, args, "reconstruct"):
+    for images, latents in encode_files(sizes, model, args, "reconstruct", failures):
         reconstructions = decode_latents(model, latents, args.tile)
         for (path, image), reconstruction in zip(images.items(), reconstructions, strict=True):
             reconstruction = reconstruction[:, : image.shape[1], : image.shape[2]]
+            if not np.isfinite(reconstruction).all():
+                failures.report(f"{path}: the reconstruction has NaN or infinite values (is the model's dtype too "
+                                "narrow, or are its weights broken?); not written", path)
+                continue
             make_parent(outputs[path])
             write_image(outputs[path], reconstruction)
             if args.side_by_side:
@@ -56,4 +71,4 @@ def run(args: argparse.Namespace) -> int:
             say(f"{path} -> {outputs[path]}  PSNR {scores[-1]:.2f} dB")
     if len(scores) > 1:
         say(f"mean PSNR over {len(scores)} images: {float(np.mean(scores)):.2f} dB")
-    return 0 if len(scores) == len(sizes) else 1
+    return failures.exit_status(len(written), "images")

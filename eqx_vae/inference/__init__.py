@@ -1,9 +1,11 @@
-"""Running a model: batched jitted encode / decode / reconstruct, tiling, slicing, multi-device sharding."""
+"""Running a model: batched jitted encode / decode / reconstruct, padding, tiling, slicing, multi-device sharding."""
 
 from ._batched import decode as decode
 from ._batched import encode as encode
 from ._batched import reconstruct as reconstruct
 from ._compile_cache import enable_compilation_cache as enable_compilation_cache
+from ._padding import crop as crop
+from ._padding import pad_to_multiple as pad_to_multiple
 from ._sharding import data_parallel_decode as data_parallel_decode
 from ._sharding import data_parallel_encode as data_parallel_encode
 from ._sharding import spatial_decode as spatial_decode

@@ -2,50 +2,32 @@
 
 Each is one `eqx.filter_jit` around a `jax.vmap` of the model's single-example method. Inputs are checked before
 anything is traced, with a ValueError that names the problem.
+
+What is not checked: the values. Images are expected in [-1, 1] (8-bit integer pixels are refused by dtype, but
+float pixels in 0..255 are not detected), and NaN or infinite inputs give NaN outputs, as in diffusers.
 """
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import ImageBatch, LatentBatch
 from ..models import AutoencoderKL, AutoencoderTiny, DiagonalGaussianDistribution, upcast_for_decode
 from ..models._autoencoder import check_dropout_key
+from ..models._inputs import check_image, check_latent
+from ._padding import crop, pad_to_multiple
 
 
-def _check_batch(array, *, expected_channels: int, what: str, channel_name: str) -> None:
-    shape = getattr(array, "shape", None)
-    dtype = getattr(array, "dtype", None)
-    if shape is None or dtype is None:
-        raise ValueError(f"{what} must be an array of shape (batch, channels, height, width), got {type(array)}")
-    if len(shape) != 4:
-        raise ValueError(
-            f"{what} must have rank 4 (batch, channels, height, width), got shape {tuple(shape)} (rank {len(shape)})"
-        )
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"{what} must have a floating dtype (e.g. float32), got {np.dtype(dtype).name}")
-    if shape[1] != expected_channels:
-        raise ValueError(
-            f"{what} has {shape[1]} channels (axis 1 of shape {tuple(shape)}), but the model's {channel_name} is "
-            f"{expected_channels}"
-        )
-    if 0 in shape:
-        raise ValueError(f"{what} has an empty axis: shape {tuple(shape)}")
-
-
-def check_images(model: AutoencoderKL | AutoencoderTiny, images) -> None:
-    """A ValueError naming the problem unless `images` is a float NCHW batch with the model's input channels."""
-    _check_batch(images, expected_channels=model.config.in_channels, what="images", channel_name="in_channels")
+def check_images(model: AutoencoderKL | AutoencoderTiny, images, *, min_side: int | None = None) -> None:
+    """A ValueError naming the problem unless `images` is a float NCHW batch with the model's input channels whose
+    sides are at least the downsampling factor (or `min_side`): smaller images would encode to empty latents."""
+    check_image(model.config, images, batched=True, min_side=min_side)
 
 
 def check_latents(model: AutoencoderKL | AutoencoderTiny, latents) -> None:
     """A ValueError naming the problem unless `latents` is a float NCHW batch with the model's latent channels."""
-    _check_batch(
-        latents, expected_channels=model.config.latent_channels, what="latents", channel_name="latent_channels"
-    )
+    check_latent(model.config, latents, batched=True)
 
 
 def _split(key: PRNGKeyArray | None, batch: int) -> Array | None:
@@ -66,9 +48,14 @@ def moments_batch(model: AutoencoderKL, images: ImageBatch, dropout_keys: Array 
 
 @eqx.filter_jit
 def encode_batch(
-    model: AutoencoderKL | AutoencoderTiny, images: ImageBatch, dropout_keys: Array | None = None
+    model: AutoencoderKL | AutoencoderTiny,
+    images: ImageBatch,
+    dropout_keys: Array | None = None,
+    pad: bool = False,
 ) -> DiagonalGaussianDistribution:
-    """`model.encode` over a batch, jitted."""
+    """`model.encode` over a batch, jitted; `pad` pads the images to multiples of the downsampling factor first."""
+    if pad:
+        images = pad_to_multiple(images, model.config.downsampling_factor)
     return _vmapped(lambda x, key: model.encode(x, dropout_key=key), images, dropout_keys)
 
 
@@ -87,28 +74,41 @@ def _reconstruct_batch(
     images: ImageBatch,
     sample_keys: Array | None,
     dropout_keys: Array | None,
-) -> ImageBatch:
-    return _vmapped(
+    pad: bool,
+) -> Float[Array, "batch out_channels out_height out_width"]:
+    height, width = images.shape[-2:]
+    if pad:
+        images = pad_to_multiple(images, model.config.downsampling_factor)
+    result = _vmapped(
         lambda x, sample_key, dropout_key: model(x, sample_key=sample_key, dropout_key=dropout_key),
         images,
         sample_keys,
         dropout_keys,
     )
+    return crop(result, height, width) if pad else result
 
 
 def encode(
-    model: AutoencoderKL | AutoencoderTiny, images: ArrayLike, *, dropout_key: PRNGKeyArray | None = None
+    model: AutoencoderKL | AutoencoderTiny,
+    images: ArrayLike,
+    *,
+    pad: bool = False,
+    dropout_key: PRNGKeyArray | None = None,
 ) -> DiagonalGaussianDistribution:
     """Encodes images `(batch, in_channels, height, width)` to their latent posterior, whose mean and logvar are
-    `(batch, latent_channels, height / f, width / f)` (f the downsampling factor; like diffusers, sides that are not
-    multiples of f lose their last rows or columns).
+    `(batch, latent_channels, height // f, width // f)`, f the downsampling factor.
+
+    Like diffusers, a side that is not a multiple of f loses its last rows or columns (up to f - 1). `pad=True`
+    instead pads the images by reflection up to multiples of f first (`pad_to_multiple`), so the latents are
+    `ceil(height / f) x ceil(width / f)` and decode to the padded size; `crop` takes the original size back.
+    Each side must be at least f pixels unless `pad=True`.
 
     Draw latents with `posterior.sample(key)`; `posterior.mode()` is the mean. `dropout_key` turns dropout on, for
     models that have it (the published VAEs have none: it raises).
     """
-    check_images(model, images)
+    check_images(model, images, min_side=1 if pad else None)
     check_dropout_key(model, dropout_key)
-    return encode_batch(model, images, _split(dropout_key, images.shape[0]))
+    return encode_batch(model, images, _split(dropout_key, images.shape[0]), bool(pad))
 
 
 def decode(
@@ -128,12 +128,18 @@ def reconstruct(
     model: AutoencoderKL | AutoencoderTiny,
     images: ArrayLike,
     *,
+    pad: bool = False,
     sample_key: PRNGKeyArray | None = None,
     dropout_key: PRNGKeyArray | None = None,
 ) -> Float[Array, "batch out_channels out_height out_width"]:
     """diffusers' `AutoencoderKL.forward` on `(batch, in_channels, height, width)` images: encode, take the
-    posterior's mode (or a sample drawn with `sample_key`), decode."""
-    check_images(model, images)
+    posterior's mode (or a sample drawn with `sample_key`), decode.
+
+    Like diffusers, the output is `(height // f * f, width // f * f)`: up to f - 1 last rows and columns are dropped
+    (f the downsampling factor). With `pad=True` the images are padded by reflection up to multiples of f and the
+    result is cropped back, so it has the input's height and width (what `eqx-vae reconstruct` does); then any size
+    from 1x1 up works."""
+    check_images(model, images, min_side=1 if pad else None)
     check_dropout_key(model, dropout_key)
     batch = images.shape[0]
-    return _reconstruct_batch(model, images, _split(sample_key, batch), _split(dropout_key, batch))
+    return _reconstruct_batch(model, images, _split(sample_key, batch), _split(dropout_key, batch), bool(pad))

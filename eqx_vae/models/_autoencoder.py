@@ -10,6 +10,7 @@ from ._blocks import split_optional
 from ._config import AutoencoderKLConfig
 from ._decoder import Decoder
 from ._encoder import Encoder
+from ._inputs import check_image, check_latent
 from ._posterior import DiagonalGaussianDistribution
 from ._resnet import ResnetBlock2D
 
@@ -82,7 +83,12 @@ class AutoencoderKL(eqx.Module):
     def moments(
         self, x: Float[Array, "in_channels height width"], *, dropout_key: PRNGKeyArray | None = None
     ) -> Float[Array, "two_latent_channels latent_height latent_width"]:
-        """One image -> the raw moments (mean and log-variance stacked on the channel axis, before clipping)."""
+        """One image -> the raw moments (mean and log-variance stacked on the channel axis, before clipping).
+
+        Raises ValueError for an input that is not a floating `(in_channels, height, width)` array with sides of at
+        least the downsampling factor (static checks: they run while tracing, under jit and vmap too).
+        """
+        check_image(self.config, x)
         check_dropout_key(self, dropout_key)
         moments = self.encoder(x, dropout_key=dropout_key)
         return moments if self.quant_conv is None else self.quant_conv(moments)
@@ -96,7 +102,8 @@ class AutoencoderKL(eqx.Module):
     def decode(
         self, z: Float[Array, "latent_channels latent_height latent_width"], *, dropout_key: PRNGKeyArray | None = None
     ) -> Float[Array, "out_channels height width"]:
-        """One latent -> one image."""
+        """One latent -> one image. Raises ValueError unless `z` is a floating `(latent_channels, h, w)` array."""
+        check_latent(self.config, z)
         check_dropout_key(self, dropout_key)
         if self.post_quant_conv is not None:
             z = self.post_quant_conv(z)

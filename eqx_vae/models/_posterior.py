@@ -57,7 +57,16 @@ class DiagonalGaussianDistribution(eqx.Module):
         return self.mean
 
     def kl(self, other: "DiagonalGaussianDistribution | None" = None) -> Float[Array, "*batch"]:
-        """KL(self || other), or KL(self || N(0, I)) when `other` is None; summed over (c, h, w)."""
+        """KL(self || other), or KL(self || N(0, I)) when `other` is None; summed over (c, h, w).
+
+        `other` is another DiagonalGaussianDistribution (e.g. a prior built with `DiagonalGaussianDistribution(mean,
+        logvar)`), not an array: TypeError otherwise.
+        """
+        if other is not None and not isinstance(other, DiagonalGaussianDistribution):
+            raise TypeError(
+                "kl(other=...) takes a DiagonalGaussianDistribution (or None for the standard normal N(0, I)), got "
+                f"{type(other).__name__}; wrap a mean and log-variance as DiagonalGaussianDistribution(mean, logvar)"
+            )
         if self.deterministic:
             return jnp.zeros(self.mean.shape[:-3], self.mean.dtype)
         if other is None:

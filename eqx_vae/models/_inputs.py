@@ -1,0 +1,82 @@
+"""Input checks for images and latents: rank, floating dtype, channel count, empty axes and the smallest image.
+
+They look at shapes and dtypes only, which are static under `jax.jit` and `jax.vmap`, so they run once while tracing
+and cost nothing afterwards. The model's single-example methods and the batched entry points share them, so both
+raise the same ValueError for the same mistake.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+
+EXAMPLE_AXES = ("channels", "height", "width")
+BATCH_AXES = ("batch", "channels", "height", "width")
+
+
+def check_array(
+    array,
+    *,
+    axes: tuple[str, ...],
+    channels: int,
+    what: str,
+    channel_name: str,
+    min_side: int = 1,
+) -> None:
+    """A ValueError naming the problem unless `array` is a floating array with these `axes` (channels third from the
+    end), `channels` channels, no empty axis, and height and width of at least `min_side`."""
+    axes_text = ", ".join(axes)
+    shape = getattr(array, "shape", None)
+    dtype = getattr(array, "dtype", None)
+    if shape is None or dtype is None:
+        raise ValueError(f"{what} must be an array of shape ({axes_text}), got {type(array).__name__}")
+    shape = tuple(shape)
+    if len(shape) != len(axes):
+        hint = ""
+        if axes == EXAMPLE_AXES and len(shape) == 4:
+            hint = "; the model's methods take one example: batch them with jax.vmap, or use eqx_vae.encode / decode"
+        raise ValueError(
+            f"{what} must have rank {len(axes)} ({axes_text}), got shape {shape} (rank {len(shape)}){hint}"
+        )
+    if not jnp.issubdtype(dtype, jnp.floating):
+        hint = ""
+        if what in ("images", "x") and jnp.issubdtype(dtype, jnp.integer):
+            hint = "; scale 8-bit pixels 0..255 to [-1, 1] first (x / 127.5 - 1), as diffusers' VaeImageProcessor does"
+        raise ValueError(f"{what} must have a floating dtype (e.g. float32), got {np.dtype(dtype).name}{hint}")
+    channel_axis = len(shape) - 3
+    if shape[channel_axis] != channels:
+        raise ValueError(
+            f"{what} has {shape[channel_axis]} channels (axis {channel_axis} of shape {shape}), but the model's "
+            f"{channel_name} is {channels}"
+        )
+    if 0 in shape:
+        raise ValueError(f"{what} has an empty axis: shape {shape}")
+    height, width = shape[-2:]
+    if min(height, width) < min_side:
+        raise ValueError(
+            f"{what} is {height}x{width} (height x width), smaller than the model's downsampling factor {min_side}: "
+            f"each side must be at least {min_side} pixels (pad first: eqx_vae.pad_to_multiple, or pad=True in "
+            "eqx_vae.encode / reconstruct)"
+        )
+
+
+def check_image(config, x, *, batched: bool = False, min_side: int | None = None) -> None:
+    """Checks images for a model with this config: `(channels, height, width)`, or NCHW when `batched`; each side at
+    least the downsampling factor (or `min_side`), since smaller images would encode to empty latents."""
+    check_array(
+        x,
+        axes=BATCH_AXES if batched else EXAMPLE_AXES,
+        channels=config.in_channels,
+        what="images" if batched else "x",
+        channel_name="in_channels",
+        min_side=config.downsampling_factor if min_side is None else min_side,
+    )
+
+
+def check_latent(config, z, *, batched: bool = False) -> None:
+    """Checks latents for a model with this config: `(latent_channels, height, width)`, or NCHW when `batched`."""
+    check_array(
+        z,
+        axes=BATCH_AXES if batched else EXAMPLE_AXES,
+        channels=config.latent_channels,
+        what="latents" if batched else "z",
+        channel_name="latent_channels",
+    )
