@@ -13,7 +13,7 @@ PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
 def open_safetensors(path: str | os.PathLike) -> TensorSource:
     """A safetensors file as a lazy `TensorSource` (names as stored). The header is validated now."""
     handle = SafetensorsFile(path)
-    return TensorSource(handle.shapes, handle.read, handle.path)
+    return TensorSource(handle.shapes, handle.read, handle.path, handle.dtypes)
 
 
 def pickle_refusal(path: str) -> str:

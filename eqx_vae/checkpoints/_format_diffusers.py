@@ -5,10 +5,10 @@ Looked for in this order, with `variant="fp16"` inserting `.fp16` before the ext
 `diffusion_flax_model.msgpack`, and the pickle `diffusion_pytorch_model.bin` (refused unless `allow_pickle=True`).
 """
 
-import json
 import os
 import re
 
+from ..models._config import read_json_object
 from ._files import open_pickle, open_safetensors
 from ._format_flax import FLAX_WEIGHTS_NAME, open_msgpack
 from ._safetensors import SafetensorsFile
@@ -18,11 +18,19 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
 PICKLE_WEIGHTS_NAME = "diffusion_pytorch_model.bin"
+_VARIANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
+
+
+def check_variant(variant: str | None) -> None:
+    """A ValueError unless `variant` is None or a short name such as "fp16" (letters, digits, `_`, `-`)."""
+    if variant is not None and (not isinstance(variant, str) or not _VARIANT.fullmatch(variant)):
+        raise ValueError(f"variant={variant!r} must be a short name such as 'fp16': letters, digits, '_' and '-'")
 
 
 def variant_name(name: str, variant: str | None) -> str:
     """`diffusion_pytorch_model.safetensors` -> `diffusion_pytorch_model.fp16.safetensors` for variant `fp16`; a shard
     index `...safetensors.index.json` -> `...safetensors.index.fp16.json`, as diffusers names them."""
+    check_variant(variant)
     if not variant:
         return name
     if name.endswith(".index.json"):
@@ -31,28 +39,71 @@ def variant_name(name: str, variant: str | None) -> str:
     return f"{stem}.{variant}.{extension}"
 
 
+def _roots(directory: str) -> list[str]:
+    """The folders a model folder's files may really lie in: the folder itself and, for a snapshot in the Hugging Face
+    cache (`models--org--name/snapshots/<revision>/...`, whose files link to `../../blobs/`), that repo's blobs."""
+    real = os.path.realpath(directory)
+    roots = [real]
+    parts = real.split(os.sep)
+    for index in range(len(parts) - 2, 0, -1):
+        if parts[index] == "snapshots" and parts[index - 1].startswith("models--"):
+            roots.append(os.path.join(os.sep.join(parts[:index]) or os.sep, "blobs"))
+            break
+    return roots
+
+
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([path, root]) == root
+
+
+def shard_path(index_path: str, tensor: str, shard) -> str:
+    """The path of the shard an index names for `tensor`, after checking that it stays inside the index's folder:
+    a relative path to a `.safetensors` file, without `..`, whose real path (links resolved) lies in that folder (or,
+    in the Hugging Face cache, in the repo's blobs)."""
+    if not isinstance(shard, str):
+        raise ValueError(f"{index_path}: the weight_map gives {tensor!r} the shard {shard!r}; shard names are strings")
+    directory = os.path.dirname(os.path.abspath(index_path))
+    if (
+        not shard.endswith(".safetensors")
+        or os.path.isabs(shard)
+        or "\\" in shard
+        or ".." in shard.split("/")
+        or "\0" in shard
+    ):
+        raise ValueError(f"{index_path}: the weight_map gives {tensor!r} the shard {shard!r}; a shard must be a "
+                         "relative path to a .safetensors file inside the model folder")
+    path = os.path.normpath(os.path.join(directory, shard))
+    real = os.path.realpath(path)
+    if not _inside(path, directory) or not any(_inside(real, root) for root in _roots(directory)):
+        raise ValueError(f"{index_path}: the shard {shard!r} lies outside the model folder {directory} (as {real}); "
+                         "refused")
+    return path
+
+
 def open_sharded(index_path: str) -> TensorSource:
-    """The shards listed in a `*.safetensors.index.json` (`{"weight_map": {name: shard file}}`) as one source."""
-    try:
-        with open(index_path, encoding="utf-8") as file:
-            index = json.load(file)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{index_path} is not valid JSON: {error}") from error
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    """The shards listed in a `*.safetensors.index.json` (`{"weight_map": {name: shard file}}`) as one source.
+
+    Every shard must lie inside the index's folder (see `shard_path`); ValueError otherwise."""
+    index = read_json_object(index_path)
+    weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise ValueError(f"{index_path}: no weight_map in the shard index")
-    directory = os.path.dirname(index_path)
-    shard_names = sorted(set(weight_map.values()))
-    missing = [name for name in shard_names if not os.path.isfile(os.path.join(directory, name))]
+    paths = {}
+    for tensor, shard in weight_map.items():
+        if not (isinstance(shard, str) and shard in paths):
+            paths[shard] = shard_path(index_path, tensor, shard)
+    missing = sorted(shard for shard, path in paths.items() if not os.path.isfile(path))
     if missing:
-        raise FileNotFoundError(f"{index_path}: missing shard(s) {', '.join(missing)} in {directory}")
-    shards = {name: SafetensorsFile(os.path.join(directory, name)) for name in shard_names}
-    shapes = {}
+        raise FileNotFoundError(f"{index_path}: missing shard(s) {', '.join(missing)} in "
+                                f"{os.path.dirname(index_path)}")
+    shards = {shard: SafetensorsFile(path) for shard, path in sorted(paths.items())}
+    shapes, dtypes = {}, {}
     for tensor, shard in weight_map.items():
         if tensor not in shards[shard].shapes:
             raise ValueError(f"{index_path}: the index puts {tensor!r} in {shard}, which does not hold it")
         shapes[tensor] = shards[shard].shapes[tensor]
-    return TensorSource(shapes, lambda name: shards[weight_map[name]].read(name), index_path)
+        dtypes[tensor] = shards[shard].dtypes[tensor]
+    return TensorSource(shapes, lambda name: shards[weight_map[name]].read(name), index_path, dtypes)
 
 
 def with_current_names(tensors: TensorSource) -> TensorSource:

@@ -10,13 +10,24 @@ by a name lookup. The formats:
 
 import json
 import os
+import re
 
-from ..io._atomic import atomic_path
+from ..io._atomic import atomic_folder
 from ..models import AutoencoderKL, AutoencoderKLConfig, AutoencoderTiny, AutoencoderTinyConfig, preset_config
-from ..models._families import config_from_json_file
+from ..models._config import read_json_object
+from ..models._families import FAMILIES, config_from_json_file
 from ..models._presets import family_from_names, infer_config_from_shapes
+from ..models._transforms import float_dtype
 from ._files import PICKLE_SUFFIXES, open_pickle, open_safetensors
-from ._format_diffusers import CONFIG_NAME, WEIGHTS_NAME, open_model_folder, variant_name, with_current_names
+from ._format_diffusers import (
+    CONFIG_NAME,
+    INDEX_NAME,
+    WEIGHTS_NAME,
+    check_variant,
+    open_model_folder,
+    variant_name,
+    with_current_names,
+)
 from ._format_flax import open_msgpack
 from ._format_ldm import is_ldm_layout, ldm_source, vae_names, vae_prefix
 from ._format_taesd import taesd_source
@@ -66,6 +77,7 @@ def from_pretrained(
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     allow_pickle: bool = False,
+    allow_nonfinite: bool = False,
 ) -> AutoencoderKL | AutoencoderTiny:
     """Loads an AutoencoderKL from a folder, a single file or a repo id in the local Hugging Face cache.
 
@@ -85,6 +97,10 @@ def from_pretrained(
     TAESD (AutoencoderTiny) also loads from its original pair of files, `taesd_encoder.safetensors` and
     `taesd_decoder.safetensors` (or `.pth`, or another name's pair such as taesdxl_*): give either file, or the folder
     holding them (with several pairs, `config="taesdxl"` picks one).
+
+    Files are distrusted: sizes in headers and configs are checked against the file and against limits before
+    anything is allocated, shards must lie inside the model folder, weights must be stored in a floating dtype, and
+    weights holding NaN or inf are refused unless `allow_nonfinite=True`. Problems raise a ValueError naming the file.
     """
     location = os.fspath(path_or_repo_id)
     if not os.path.exists(location):
@@ -92,17 +108,18 @@ def from_pretrained(
             location = cached_snapshot(location, revision=revision, cache_dir=cache_dir)
         else:
             raise FileNotFoundError(f"{location}: no such file or folder (and not an org/name repo id)")
+    check_variant(variant)
     taesd = taesd_source(location, subfolder=subfolder, config=config, allow_pickle=allow_pickle)
     if taesd is not None:  # TAESD's own file pair (see _format_taesd)
-        return source_to_model(*taesd, dtype=dtype, param_dtype=param_dtype)
+        return source_to_model(*taesd, dtype=dtype, param_dtype=param_dtype, allow_nonfinite=allow_nonfinite)
     explicit = _resolve_config(config)
     if os.path.isfile(location):
         if subfolder:
             raise ValueError(f"subfolder={subfolder!r} was given, but {location} is a file, not a folder")
         tensors, family = _single_file_source(location, allow_pickle=allow_pickle)
         sibling = os.path.join(os.path.dirname(location), CONFIG_NAME)
-        if explicit is None and location.endswith(".msgpack") and os.path.isfile(sibling):
-            explicit = config_from_json_file(sibling)
+        if explicit is None and location.endswith(".msgpack") and os.path.lexists(sibling):
+            explicit = config_from_json_file(sibling)  # errors for a folder or a dangling link named config.json
         resolved = explicit or infer_config_from_shapes(tensors.shapes, tensors.source, family=family)
     else:
         directory = os.path.join(location, subfolder) if subfolder else location
@@ -112,11 +129,52 @@ def from_pretrained(
         config_path = os.path.join(directory, CONFIG_NAME)
         if explicit is not None:
             resolved = explicit
-        elif os.path.isfile(config_path):
-            resolved = config_from_json_file(config_path)
+        elif os.path.lexists(config_path):
+            resolved = config_from_json_file(config_path)  # errors for a folder or a dangling link
         else:
             resolved = infer_config_from_shapes(tensors.shapes, f"{directory} (no {CONFIG_NAME})")
-    return source_to_model(resolved, tensors, dtype=dtype, param_dtype=param_dtype)
+    return source_to_model(resolved, tensors, dtype=dtype, param_dtype=param_dtype, allow_nonfinite=allow_nonfinite)
+
+
+_SHARD = re.compile(r"diffusion_pytorch_model(\.[A-Za-z0-9_\-]+)?-\d{5}-of-\d{5}(\.[A-Za-z0-9_\-]+)?\.safetensors")
+
+
+def _weight_files(directory: str) -> list[str]:
+    """The names of every weight file of any variant or format in a diffusers model folder."""
+    stems = ("diffusion_pytorch_model", "diffusion_flax_model")
+    return sorted(name for name in os.listdir(directory)
+                  if name.startswith(stems) and not name.endswith(".eqx-vae-tmp"))
+
+
+def _stale_weight_files(directory: str, variant: str | None) -> list[str]:
+    """This variant's shard index and the shards it lists (diffusers' shard names only): the new single weights file
+    replaces them."""
+    indexes = [variant_name(INDEX_NAME, variant)] + ([variant_name(WEIGHTS_NAME, variant) + ".index.json"]
+                                                     if variant else [])
+    stale = []
+    for index in indexes:
+        if not os.path.isfile(os.path.join(directory, index)):
+            continue
+        stale.append(index)
+        try:
+            weight_map = read_json_object(os.path.join(directory, index)).get("weight_map")
+        except (OSError, ValueError):
+            continue
+        shards = weight_map.values() if isinstance(weight_map, dict) else ()
+        stale += sorted({shard for shard in shards if isinstance(shard, str) and _SHARD.fullmatch(shard)
+                         and os.path.isfile(os.path.join(directory, shard))} - set(stale))
+    return stale
+
+
+def _same_config(path: str, config: dict) -> bool:
+    """Whether the config.json at `path` describes the same model as `config` (bookkeeping keys aside)."""
+    try:
+        old = read_json_object(path)
+    except (OSError, ValueError):
+        return False
+    new = json.loads(json.dumps(config))
+    return {k: v for k, v in old.items() if not k.startswith("_")} == {k: v for k, v in new.items()
+                                                                         if not k.startswith("_")}
 
 
 def save_pretrained(
@@ -124,16 +182,53 @@ def save_pretrained(
 ) -> None:
     """Writes `model` as a diffusers folder that `diffusers.AutoencoderKL.from_pretrained` loads.
 
-    Both files are first written to temporary files and then renamed over the old ones: a failure part-way leaves
-    any previous checkpoint in `path` intact and no temporary files behind. `dtype` (e.g. `jnp.float16`) saves the
-    weights in a lower precision; `variant="fp16"` names the file `diffusion_pytorch_model.fp16.safetensors`.
+    `dtype` (a floating dtype such as `jnp.float16`) saves the weights in a lower precision; `variant="fp16"` names
+    the file `diffusion_pytorch_model.fp16.safetensors`.
+
+    The save is atomic as a whole: `config.json` and the weights are written into a hidden sibling folder, which then
+    takes the place of `path` in one step (Linux `renameat2(RENAME_EXCHANGE)`; see `eqx_vae.io._atomic.atomic_folder`
+    for other systems). After a failure or a kill, `path` holds the complete old model or the complete new one. Other
+    files in the folder are kept (hard-linked into the new one, no data copied), except this variant's stale shard
+    index and shards. Other weight files (other variants, `.bin`, `.msgpack`) are kept when `config.json` is unchanged
+    (adding a variant of the same model); a save that would pair them with a different config is refused.
+
+    Raises TypeError for anything but a model, ValueError for a non-floating `dtype`, a bad `variant` or other
+    variants a new config would orphan, NotADirectoryError when `path` or a folder above it is a file, and OSError
+    naming the file when writing fails (a full disk); in every case before `path` changes.
     """
-    directory = os.fspath(path)
-    tensors = model_to_state_dict(model, dtype)  # fails on a bad dtype before anything touches the disk
-    os.makedirs(directory, exist_ok=True)
-    with atomic_path(os.path.join(directory, variant_name(WEIGHTS_NAME, variant))) as weights_tmp:
-        with atomic_path(os.path.join(directory, CONFIG_NAME)) as config_tmp:
-            write_safetensors(weights_tmp, tensors, metadata={"format": "pt"})
-            with open(config_tmp, "w", encoding="utf-8") as file:
-                json.dump(model.config.to_dict(), file, indent=2, sort_keys=True)
-                file.write("\n")
+    model_classes = tuple(family.model_class for family in FAMILIES)
+    if not isinstance(model, model_classes):
+        names = ", ".join(cls.__name__ for cls in model_classes)
+        raise TypeError(f"save_pretrained takes a model ({names}), got {type(model).__name__}")
+    if dtype is not None:
+        dtype = float_dtype(dtype)
+    check_variant(variant)
+    directory = os.path.abspath(os.fspath(path))
+    weights_name = variant_name(WEIGHTS_NAME, variant)
+    config = model.config.to_dict()
+    config_text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    remove = []
+    if os.path.isdir(directory):
+        remove = _stale_weight_files(directory, variant)
+        orphans = [name for name in _weight_files(directory) if name not in remove and name != weights_name]
+        config_path = os.path.join(directory, CONFIG_NAME)
+        if orphans and not _same_config(config_path, config):
+            raise ValueError(
+                f"{directory} holds other weight files ({', '.join(orphans)}) for a different config.json; saving "
+                "this model there would pair them with its config. Remove them, or save to another folder"
+            )
+    tensors = model_to_state_dict(model, dtype)
+    with atomic_folder(directory, replace=[weights_name, CONFIG_NAME], remove=remove) as stage:
+        for name, write in (
+            (weights_name, lambda target: write_safetensors(target, tensors, metadata={"format": "pt"})),
+            (CONFIG_NAME, lambda target: _write_text(target, config_text)),
+        ):
+            try:
+                write(os.path.join(stage, name))
+            except OSError as error:
+                raise OSError(f"{os.path.join(directory, name)}: saving failed: {error}") from error
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(text)

@@ -30,6 +30,7 @@ class TensorSource:
     shapes: Mapping[str, tuple[int, ...]]
     read: Callable[[str], np.ndarray]
     source: str
+    dtypes: Mapping[str, str] | None = None  # the stored dtypes in safetensors' names ("F16"), where a header says
 
     def renamed(
         self,
@@ -44,13 +45,14 @@ class TensorSource:
         if set(transforms) != set(new_shapes):
             raise ValueError("every layout fix needs the shape it produces")
         shapes = {new: tuple(new_shapes.get(new, self.shapes[old])) for new, old in new_to_old.items()}
+        dtypes = None if self.dtypes is None else {new: self.dtypes[old] for new, old in new_to_old.items()}
         read = self.read
 
         def read_renamed(name: str) -> np.ndarray:
             array = read(new_to_old[name])
             return transforms[name](array) if name in transforms else array
 
-        return TensorSource(shapes, read_renamed, self.source)
+        return TensorSource(shapes, read_renamed, self.source, dtypes)
 
 
 def _path_to_name(path) -> str:
@@ -111,6 +113,24 @@ def check_state_dict(
         raise ValueError("\n".join(lines))
 
 
+def _checked_tensor(array: np.ndarray, name: str, shape: tuple[int, ...], source: str, allow_nonfinite: bool):
+    """`array`, after checking that it is a floating tensor of `shape` with only finite values (unless allowed)."""
+    array = np.asarray(array)
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        raise ValueError(f"{source}: tensor {name!r} is stored as {array.dtype}; weights must be floating point")
+    if tuple(array.shape) != tuple(shape):
+        raise ValueError(f"{source}: tensor {name!r} has shape {tuple(array.shape)}, expected {tuple(shape)}")
+    if not allow_nonfinite and not np.isfinite(array).all():
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise ValueError(f"{source}: tensor {name!r} holds {bad} non-finite value(s) (NaN or inf); pass "
+                         "allow_nonfinite=True to load it anyway")
+    return array
+
+
+# safetensors' names of the dtypes weights may be stored in.
+STORED_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+
+
 def state_dict_to_model(
     config: AutoencoderKLConfig | AutoencoderTinyConfig,
     get_tensor: Callable[[str], np.ndarray],
@@ -119,38 +139,59 @@ def state_dict_to_model(
     *,
     dtype=None,
     param_dtype=None,
+    allow_nonfinite: bool = False,
+    stored_dtypes: Mapping[str, str] | None = None,
 ) -> AutoencoderKL | AutoencoderTiny:
     """Builds the model from diffusers-named tensors; `get_tensor(name)` is called once per parameter.
 
     `dtype` sets the compute and the parameter dtype (float32 by default), `param_dtype` overrides the latter.
     Tensors are fetched one at a time and cast to the parameter dtype, so at most one extra copy of a single tensor
-    is alive besides the finished parameters.
+    is alive besides the finished parameters. Each tensor must be floating point (checked before anything is read
+    where `stored_dtypes`, safetensors' dtype names from a header, are given), of the shape `shapes` promised and,
+    unless `allow_nonfinite`, free of NaN and inf; a ValueError naming it otherwise.
     """
     compute = float_dtype("float32" if dtype is None else dtype)
     storage = float_dtype(compute if param_dtype is None else param_dtype, "param_dtype")
     check_state_dict(config, shapes, source)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(skeleton(config))
+    names = [_path_to_name(path) if isinstance(leaf, jax.ShapeDtypeStruct) else None for path, leaf in leaves]
+    if stored_dtypes is not None:
+        wrong = sorted(f"{name} ({stored_dtypes[name]})" for name in names
+                       if name in stored_dtypes and stored_dtypes[name] not in STORED_FLOAT_DTYPES)
+        if wrong:
+            shown = ", ".join(wrong[:10]) + (f", ... ({len(wrong) - 10} more)" if len(wrong) > 10 else "")
+            raise ValueError(f"{source}: weights must be stored as one of {', '.join(STORED_FLOAT_DTYPES)}; "
+                             f"{len(wrong)} are not: {shown}")
     arrays = []
-    for path, leaf in leaves:
-        if isinstance(leaf, jax.ShapeDtypeStruct):
-            arrays.append(jnp.asarray(get_tensor(_path_to_name(path)), dtype=storage))
-        else:
+    for name, (_, leaf) in zip(names, leaves, strict=True):
+        if name is None:
             arrays.append(leaf)
+        else:
+            array = _checked_tensor(get_tensor(name), name, leaf.shape, source, allow_nonfinite)
+            arrays.append(jnp.asarray(array, dtype=storage))
     return with_compute_dtype(jax.tree_util.tree_unflatten(treedef, arrays), compute)
 
 
 def source_to_model(
-    config: AutoencoderKLConfig | AutoencoderTinyConfig, tensors: TensorSource, *, dtype=None, param_dtype=None
+    config: AutoencoderKLConfig | AutoencoderTinyConfig,
+    tensors: TensorSource,
+    *,
+    dtype=None,
+    param_dtype=None,
+    allow_nonfinite: bool = False,
 ) -> AutoencoderKL | AutoencoderTiny:
-    """`state_dict_to_model` for a `TensorSource`."""
+    """`state_dict_to_model` for a `TensorSource` (stored dtypes checked from its header, where it has one)."""
     return state_dict_to_model(
-        config, tensors.read, tensors.shapes, tensors.source, dtype=dtype, param_dtype=param_dtype
+        config, tensors.read, tensors.shapes, tensors.source, dtype=dtype, param_dtype=param_dtype,
+        allow_nonfinite=allow_nonfinite, stored_dtypes=tensors.dtypes,
     )
 
 
 def model_to_state_dict(model: AutoencoderKL | AutoencoderTiny, dtype=None) -> dict[str, np.ndarray]:
-    """The diffusers state dict of `model` as NumPy arrays (optionally cast, e.g. to float16 for a smaller file)."""
+    """The diffusers state dict of `model` as NumPy arrays (optionally cast to a floating dtype, e.g. float16 for a
+    smaller file; ValueError for any other)."""
+    cast = None if dtype is None else float_dtype(dtype)
     return {
-        name: np.asarray(value if dtype is None else value.astype(dtype))
+        name: np.asarray(value if cast is None else value.astype(cast))
         for name, value in named_parameters(model).items()
     }

@@ -177,13 +177,43 @@ def _from_metadata(latents: np.ndarray, metadata: dict[str, str]) -> LatentFile:
     return LatentFile(latents, **details, model=metadata.get("model"), scaled=metadata["scaled"] == "true")
 
 
+def _read_npy(path: str) -> np.ndarray:
+    """A `.npy` array, after checking its header against the file before anything is allocated: a version 1 or 2
+    header, a numeric dtype, at most 4 dimensions, and exactly as many data bytes as the shape needs."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as file:
+        try:
+            version = np.lib.format.read_magic(file)
+            if version == (1, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(file)
+            elif version == (2, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(file)
+            else:
+                raise ValueError(f".npy format version {version} is not one eqx_vae reads (1.0, 2.0)")
+        except EOFError as error:
+            raise ValueError(f"not a complete .npy file: {error}") from None
+        except (ValueError, SyntaxError) as error:
+            raise ValueError(f"not a valid .npy file: {error}") from None
+        if dtype.hasobject or dtype.kind not in "biuf":
+            raise ValueError(f"the .npy file holds {dtype} data, not numbers")
+        if len(shape) > 4:
+            raise ValueError(f"the .npy file holds an array of shape {shape}; latents have 3 or 4 dimensions")
+        count = 1
+        for side in shape:
+            count *= side  # Python integers: no overflow
+        needed = count * dtype.itemsize
+        available = size - file.tell()
+        if needed != available:
+            raise ValueError(f"the .npy header describes {dtype} {shape} ({needed} bytes of data) but the file holds "
+                             f"{available} bytes after the header (truncated or corrupt)")
+        data = np.fromfile(file, dtype=dtype, count=count)
+    return data.reshape(shape, order="F" if fortran_order else "C")
+
+
 def _read_array(path: str) -> tuple[np.ndarray, dict[str, str]]:
     """The latents tensor and the metadata of a `.npy` or safetensors file."""
     if path.lower().endswith(".npy"):
-        try:
-            return np.load(path, allow_pickle=False), {}
-        except EOFError as error:
-            raise ValueError(f"not a complete .npy file: {error}") from None
+        return _read_npy(path), {}
     try:
         with safe_open(path, framework="numpy") as handle:
             keys = list(handle.keys())

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ._config import AutoencoderKLConfig
+from ._config import MAX_LAYERS_PER_BLOCK, MAX_LEVELS, AutoencoderKLConfig
 from ._tiny_config import AutoencoderTinyConfig
 from ._tiny_presets import TINY_PRESET_NAMES, tiny_preset_config
 
@@ -108,12 +108,22 @@ def infer_config_from_shapes(
     """
 
     def shape(name: str) -> tuple[int, ...]:
+        """The shape of a conv weight `(out, in, kh, kw)`."""
         if name not in shapes:
             raise ValueError(f"{source}: cannot infer the VAE config: tensor {name!r} is missing; pass config=...")
+        if len(shapes[name]) != 4:
+            raise ValueError(f"{source}: cannot infer the VAE config: {name!r} has shape {tuple(shapes[name])}, not "
+                             "that of a conv weight (out, in, height, width)")
         return tuple(shapes[name])
 
-    levels = _indices(shapes, r"encoder\.down_blocks\.(\d+)\.")
-    layers = _indices(shapes, r"encoder\.down_blocks\.0\.resnets\.(\d+)\.")
+    # Indices of over 9 digits match nothing (and fail later as unexpected tensors), so int() stays cheap.
+    levels = _indices(shapes, r"encoder\.down_blocks\.(\d{1,9})\.")
+    layers = _indices(shapes, r"encoder\.down_blocks\.0\.resnets\.(\d{1,9})\.")
+    if len(levels) > MAX_LEVELS or len(layers) > MAX_LAYERS_PER_BLOCK:  # before anything loops over them
+        raise ValueError(
+            f"{source}: cannot infer the VAE config: the tensors describe {len(levels)} levels of {len(layers)} "
+            f"layers; eqx_vae reads at most {MAX_LEVELS} levels of {MAX_LAYERS_PER_BLOCK} layers"
+        )
     if not levels or levels != list(range(len(levels))) or not layers:
         raise ValueError(f"{source}: cannot infer the VAE config: no encoder.down_blocks.N.resnets.M tensors")
     block_out_channels = tuple(shape(f"encoder.down_blocks.{i}.resnets.0.conv1.weight")[0] for i in levels)
