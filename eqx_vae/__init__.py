@@ -31,9 +31,12 @@ from .io import save_latents as save_latents
 from .io import write_image as write_image
 from .models import PRESET_NAMES as PRESET_NAMES
 from .models import TINY_PRESET_NAMES as TINY_PRESET_NAMES
+from .models import AbstractAutoencoderKL as AbstractAutoencoderKL
 from .models import AttentionBlock as AttentionBlock
 from .models import AutoencoderKL as AutoencoderKL
 from .models import AutoencoderKLConfig as AutoencoderKLConfig
+from .models import AutoencoderKLFlux2 as AutoencoderKLFlux2
+from .models import AutoencoderKLFlux2Config as AutoencoderKLFlux2Config
 from .models import AutoencoderTiny as AutoencoderTiny
 from .models import AutoencoderTinyBlock as AutoencoderTinyBlock
 from .models import AutoencoderTinyConfig as AutoencoderTinyConfig
@@ -49,9 +52,13 @@ from .models import UNetMidBlock2D as UNetMidBlock2D
 from .models import UpDecoderBlock2D as UpDecoderBlock2D
 from .models import Upsample2D as Upsample2D
 from .models import from_diffusion_latents as from_diffusion_latents
+from .models import from_flux2_latents as from_flux2_latents
+from .models import patchify_latents as patchify_latents
 from .models import preset_config as preset_config
 from .models import scale_latents as scale_latents
 from .models import to_diffusion_latents as to_diffusion_latents
+from .models import to_flux2_latents as to_flux2_latents
+from .models import unpatchify_latents as unpatchify_latents
 from .models import unscale_latents as unscale_latents
 from .models import upcast_for_decode as upcast_for_decode
 from .models import with_compute_dtype as with_compute_dtype

@@ -1,6 +1,7 @@
 """Shared test helpers: tiny configs, random diffusers models and their float32 / float64 runs, tolerance checks."""
 
 import copy
+import inspect
 
 import equinox as eqx
 import jax
@@ -37,18 +38,30 @@ def diffusers_kwargs(config: eqx_vae.AutoencoderKLConfig) -> dict:
     return {k: v for k, v in kwargs.items() if not k.startswith("_")}
 
 
-def random_diffusers_vae(config: eqx_vae.AutoencoderKLConfig, seed: int = 0):
-    """A diffusers AutoencoderKL with random weights; norms and biases perturbed so none is trivial."""
+def random_diffusers_vae(config, seed: int = 0):
+    """A diffusers VAE of the class `config` names (`_class_name`: AutoencoderKL, AutoencoderKLFlux2) with random
+    weights; norms and biases perturbed so none is trivial, BatchNorm running statistics (Flux.2's `bn`) random.
+
+    Config keys the class's constructor does not take (Flux.2's `force_upcast`) are left out."""
     torch = pytest.importorskip("torch")
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(seed)
-    vae = diffusers.AutoencoderKL(**diffusers_kwargs(config)).eval()
+    cls = getattr(diffusers, config.to_dict()["_class_name"])
+    accepted = inspect.signature(cls.__init__).parameters
+    vae = cls(**{k: v for k, v in diffusers_kwargs(config).items() if k in accepted}).eval()
     with torch.no_grad():
         for name, param in vae.named_parameters():
             if "norm" in name and name.endswith("weight"):
                 param.copy_(1.0 + 0.2 * torch.randn_like(param))
             elif name.endswith("bias"):
                 param.add_(0.1 * torch.randn_like(param))
+        for name, buffer in vae.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.copy_(0.5 * torch.randn_like(buffer))
+            elif name.endswith("running_var"):
+                buffer.copy_(0.25 + torch.rand_like(buffer))
+            elif name.endswith("num_batches_tracked"):
+                buffer.fill_(1000 + seed)
     return vae
 
 

@@ -13,10 +13,17 @@ import os
 import re
 
 from ..io._atomic import atomic_folder
-from ..models import AutoencoderKL, AutoencoderKLConfig, AutoencoderTiny, AutoencoderTinyConfig, preset_config
+from ..models import (
+    AbstractAutoencoderKL,
+    AutoencoderKLConfig,
+    AutoencoderKLFlux2Config,
+    AutoencoderTiny,
+    AutoencoderTinyConfig,
+    preset_config,
+)
 from ..models._config import read_json_object
 from ..models._families import FAMILIES, config_from_json_file
-from ..models._presets import family_from_names, infer_config_from_shapes
+from ..models._presets import family_from_names
 from ..models._transforms import float_dtype
 from ._files import PICKLE_SUFFIXES, open_pickle, open_safetensors
 from ._format_diffusers import (
@@ -29,6 +36,7 @@ from ._format_diffusers import (
     with_current_names,
 )
 from ._format_flax import open_msgpack
+from ._format_flux2 import flux2_source, infer_config
 from ._format_ldm import is_ldm_layout, ldm_source, vae_names, vae_prefix
 from ._format_taesd import taesd_source
 from ._hub import cached_snapshot, looks_like_repo_id
@@ -47,6 +55,9 @@ def _single_file_source(path: str, *, allow_pickle: bool) -> tuple[TensorSource,
     else:
         raise ValueError(f"{path}: unknown checkpoint file type; expected .safetensors, .msgpack or a pickle "
                          f"{PICKLE_SUFFIXES} file")
+    flux2 = flux2_source(stored)
+    if flux2 is not None:
+        return flux2, None
     family = family_from_names(stored.shapes)
     inner = vae_names(stored.shapes, vae_prefix(stored.shapes))  # VAE name without prefix -> name in the file
     if is_ldm_layout(inner):
@@ -61,8 +72,8 @@ def _single_file_source(path: str, *, allow_pickle: bool) -> tuple[TensorSource,
 
 
 def _resolve_config(
-    config: AutoencoderKLConfig | AutoencoderTinyConfig | str | None,
-) -> AutoencoderKLConfig | AutoencoderTinyConfig | None:
+    config: AutoencoderKLConfig | AutoencoderKLFlux2Config | AutoencoderTinyConfig | str | None,
+) -> AutoencoderKLConfig | AutoencoderKLFlux2Config | AutoencoderTinyConfig | None:
     return preset_config(config) if isinstance(config, str) else config
 
 
@@ -70,7 +81,7 @@ def from_pretrained(
     path_or_repo_id: str | os.PathLike,
     *,
     subfolder: str | None = None,
-    config: AutoencoderKLConfig | AutoencoderTinyConfig | str | None = None,
+    config: AutoencoderKLConfig | AutoencoderKLFlux2Config | AutoencoderTinyConfig | str | None = None,
     dtype=None,
     param_dtype=None,
     variant: str | None = None,
@@ -78,14 +89,16 @@ def from_pretrained(
     cache_dir: str | os.PathLike | None = None,
     allow_pickle: bool = False,
     allow_nonfinite: bool = False,
-) -> AutoencoderKL | AutoencoderTiny:
-    """Loads an AutoencoderKL from a folder, a single file or a repo id in the local Hugging Face cache.
+) -> AbstractAutoencoderKL | AutoencoderTiny:
+    """Loads an AutoencoderKL from a folder, a single file or a repo id in the local Hugging Face cache (or an
+    AutoencoderKLFlux2: config.json's `_class_name`, or a single file's `bn.` statistics, say which).
 
     - a diffusers folder (`config.json` + `diffusion_pytorch_model.safetensors`, sharded with an `.index.json`, a
       `variant` such as `"fp16"`, or Flax's `diffusion_flax_model.msgpack`); `subfolder="vae"` for a pipeline;
     - a single file: an LDM / SD / SDXL / SD3 / ComfyUI / A1111 checkpoint (VAE under `first_stage_model.`, `vae.` or
       no prefix, e.g. Flux's `ae.safetensors`; a full checkpoint loads just its VAE), a diffusers-named
-      `.safetensors`, or a Flax `.msgpack`. The config is inferred from the tensor shapes;
+      `.safetensors`, a Flax `.msgpack`, or Black Forest Labs' Flux.2 `ae.safetensors`. The config is inferred from
+      the tensor shapes;
     - a repo id (`"stabilityai/sd-vae-ft-mse"`) already in the Hugging Face cache (never downloads).
 
     `config` (an AutoencoderKLConfig or a preset name such as `"sdxl"`) replaces the folder's config.json or the
@@ -120,7 +133,7 @@ def from_pretrained(
         sibling = os.path.join(os.path.dirname(location), CONFIG_NAME)
         if explicit is None and location.endswith(".msgpack") and os.path.lexists(sibling):
             explicit = config_from_json_file(sibling)  # errors for a folder or a dangling link named config.json
-        resolved = explicit or infer_config_from_shapes(tensors.shapes, tensors.source, family=family)
+        resolved = explicit or infer_config(tensors.shapes, tensors.source, family=family)
     else:
         directory = os.path.join(location, subfolder) if subfolder else location
         if not os.path.isdir(directory):
@@ -132,7 +145,7 @@ def from_pretrained(
         elif os.path.lexists(config_path):
             resolved = config_from_json_file(config_path)  # errors for a folder or a dangling link
         else:
-            resolved = infer_config_from_shapes(tensors.shapes, f"{directory} (no {CONFIG_NAME})")
+            resolved = infer_config(tensors.shapes, f"{directory} (no {CONFIG_NAME})")
     return source_to_model(resolved, tensors, dtype=dtype, param_dtype=param_dtype, allow_nonfinite=allow_nonfinite)
 
 
@@ -178,7 +191,7 @@ def _same_config(path: str, config: dict) -> bool:
 
 
 def save_pretrained(
-    model: AutoencoderKL | AutoencoderTiny, path: str | os.PathLike, *, dtype=None, variant: str | None = None
+    model: AbstractAutoencoderKL | AutoencoderTiny, path: str | os.PathLike, *, dtype=None, variant: str | None = None
 ) -> None:
     """Writes `model` as a diffusers folder that `diffusers.AutoencoderKL.from_pretrained` loads.
 

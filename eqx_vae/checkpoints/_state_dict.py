@@ -15,7 +15,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..models import AutoencoderKL, AutoencoderKLConfig, AutoencoderTiny, AutoencoderTinyConfig, with_compute_dtype
+from ..models import (
+    AbstractAutoencoderKL,
+    AutoencoderKLConfig,
+    AutoencoderKLFlux2Config,
+    AutoencoderTiny,
+    AutoencoderTinyConfig,
+    with_compute_dtype,
+)
 from ..models._families import family_of
 from ..models._transforms import float_dtype
 
@@ -71,7 +78,7 @@ def _is_parameter(leaf) -> bool:
     return eqx.is_array(leaf) or isinstance(leaf, jax.ShapeDtypeStruct)
 
 
-def named_parameters(model: AutoencoderKL | AutoencoderTiny) -> dict[str, Any]:
+def named_parameters(model: AbstractAutoencoderKL | AutoencoderTiny) -> dict[str, Any]:
     """Every array of the model by its diffusers state-dict name, e.g. `decoder.up_blocks.0.upsamplers.0.conv.bias`."""
     leaves, _ = jax.tree_util.tree_flatten_with_path(eqx.filter(model, _is_parameter))
     return {_path_to_name(path): leaf for path, leaf in leaves}
@@ -93,7 +100,9 @@ def skeleton(config):
 
 
 def check_state_dict(
-    config: AutoencoderKLConfig | AutoencoderTinyConfig, shapes: Mapping[str, tuple[int, ...]], source: str
+    config: AutoencoderKLConfig | AutoencoderKLFlux2Config | AutoencoderTinyConfig,
+    shapes: Mapping[str, tuple[int, ...]],
+    source: str,
 ) -> None:
     """Raises a ValueError listing the missing, unexpected and shape-mismatched keys, if any."""
     expected = {name: tuple(leaf.shape) for name, leaf in named_parameters(skeleton(config)).items()}
@@ -129,10 +138,24 @@ def _checked_tensor(array: np.ndarray, name: str, shape: tuple[int, ...], source
 
 # safetensors' names of the dtypes weights may be stored in.
 STORED_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+# ... and counters (BatchNorm's num_batches_tracked, the model's only integer leaves), which torch keeps as int64.
+STORED_COUNTER_DTYPES = ("I64", "I32")
+
+
+def _checked_counter(array: np.ndarray, name: str, shape: tuple[int, ...], source: str) -> np.ndarray:
+    """`array` as int32, after checking that it is an integer tensor of `shape` with values in int32's range."""
+    array = np.asarray(array)
+    if not jnp.issubdtype(array.dtype, jnp.integer):
+        raise ValueError(f"{source}: tensor {name!r} is stored as {array.dtype}; a counter must be an integer")
+    if tuple(array.shape) != tuple(shape):
+        raise ValueError(f"{source}: tensor {name!r} has shape {tuple(array.shape)}, expected {tuple(shape)}")
+    if array.size and (array.min() < 0 or array.max() > np.iinfo(np.int32).max):
+        raise ValueError(f"{source}: tensor {name!r} holds a count outside 0..{np.iinfo(np.int32).max}")
+    return array.astype(np.int32)
 
 
 def state_dict_to_model(
-    config: AutoencoderKLConfig | AutoencoderTinyConfig,
+    config: AutoencoderKLConfig | AutoencoderKLFlux2Config | AutoencoderTinyConfig,
     get_tensor: Callable[[str], np.ndarray],
     shapes: Mapping[str, tuple[int, ...]],
     source: str,
@@ -141,7 +164,7 @@ def state_dict_to_model(
     param_dtype=None,
     allow_nonfinite: bool = False,
     stored_dtypes: Mapping[str, str] | None = None,
-) -> AutoencoderKL | AutoencoderTiny:
+) -> AbstractAutoencoderKL | AutoencoderTiny:
     """Builds the model from diffusers-named tensors; `get_tensor(name)` is called once per parameter.
 
     `dtype` sets the compute and the parameter dtype (float32 by default), `param_dtype` overrides the latter.
@@ -155,17 +178,22 @@ def state_dict_to_model(
     check_state_dict(config, shapes, source)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(skeleton(config))
     names = [_path_to_name(path) if isinstance(leaf, jax.ShapeDtypeStruct) else None for path, leaf in leaves]
+    counters = {name for name, (_, leaf) in zip(names, leaves, strict=True)
+                if name is not None and jnp.issubdtype(leaf.dtype, jnp.integer)}
     if stored_dtypes is not None:
         wrong = sorted(f"{name} ({stored_dtypes[name]})" for name in names
-                       if name in stored_dtypes and stored_dtypes[name] not in STORED_FLOAT_DTYPES)
+                       if name in stored_dtypes and stored_dtypes[name] not in
+                       (STORED_COUNTER_DTYPES if name in counters else STORED_FLOAT_DTYPES))
         if wrong:
             shown = ", ".join(wrong[:10]) + (f", ... ({len(wrong) - 10} more)" if len(wrong) > 10 else "")
-            raise ValueError(f"{source}: weights must be stored as one of {', '.join(STORED_FLOAT_DTYPES)}; "
-                             f"{len(wrong)} are not: {shown}")
+            raise ValueError(f"{source}: weights must be stored as one of {', '.join(STORED_FLOAT_DTYPES)} (counters "
+                             f"as {', '.join(STORED_COUNTER_DTYPES)}); {len(wrong)} are not: {shown}")
     arrays = []
     for name, (_, leaf) in zip(names, leaves, strict=True):
         if name is None:
             arrays.append(leaf)
+        elif name in counters:
+            arrays.append(jnp.asarray(_checked_counter(get_tensor(name), name, leaf.shape, source)))
         else:
             array = _checked_tensor(get_tensor(name), name, leaf.shape, source, allow_nonfinite)
             arrays.append(jnp.asarray(array, dtype=storage))
@@ -173,13 +201,13 @@ def state_dict_to_model(
 
 
 def source_to_model(
-    config: AutoencoderKLConfig | AutoencoderTinyConfig,
+    config: AutoencoderKLConfig | AutoencoderKLFlux2Config | AutoencoderTinyConfig,
     tensors: TensorSource,
     *,
     dtype=None,
     param_dtype=None,
     allow_nonfinite: bool = False,
-) -> AutoencoderKL | AutoencoderTiny:
+) -> AbstractAutoencoderKL | AutoencoderTiny:
     """`state_dict_to_model` for a `TensorSource` (stored dtypes checked from its header, where it has one)."""
     return state_dict_to_model(
         config, tensors.read, tensors.shapes, tensors.source, dtype=dtype, param_dtype=param_dtype,
@@ -187,11 +215,14 @@ def source_to_model(
     )
 
 
-def model_to_state_dict(model: AutoencoderKL | AutoencoderTiny, dtype=None) -> dict[str, np.ndarray]:
+def model_to_state_dict(model: AbstractAutoencoderKL | AutoencoderTiny, dtype=None) -> dict[str, np.ndarray]:
     """The diffusers state dict of `model` as NumPy arrays (optionally cast to a floating dtype, e.g. float16 for a
-    smaller file; ValueError for any other)."""
+    smaller file; ValueError for any other). Counters (integer leaves) are written as int64, as torch keeps them."""
     cast = None if dtype is None else float_dtype(dtype)
-    return {
-        name: np.asarray(value if cast is None else value.astype(cast))
-        for name, value in named_parameters(model).items()
-    }
+
+    def stored(value) -> np.ndarray:
+        if jnp.issubdtype(value.dtype, jnp.integer):
+            return np.asarray(value).astype(np.int64)
+        return np.asarray(value if cast is None else value.astype(cast))
+
+    return {name: stored(value) for name, value in named_parameters(model).items()}

@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"loaded dtype:   {model.param_dtype.name} (compute {model.dtype.name})")
     print(
         f"latents:        {config.latent_channels} channels, {config.downsampling_factor}x downsampling, "
-        f"scaling_factor {config.scaling_factor}, shift_factor {config.shift_factor}"
+        f"scaling_factor {getattr(config, 'scaling_factor', None)}, "  # Flux.2's configs have none
+        f"shift_factor {getattr(config, 'shift_factor', None)}"
     )
     print("config:")
     print(json.dumps(report["config"], indent=2, sort_keys=True))

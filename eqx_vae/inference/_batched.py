@@ -13,19 +13,19 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import ImageBatch, LatentBatch
-from ..models import AutoencoderKL, AutoencoderTiny, DiagonalGaussianDistribution, upcast_for_decode
+from ..models import AbstractAutoencoderKL, AutoencoderTiny, DiagonalGaussianDistribution, upcast_for_decode
 from ..models._autoencoder import check_dropout_key
 from ..models._inputs import check_image, check_latent
 from ._padding import crop, pad_to_multiple
 
 
-def check_images(model: AutoencoderKL | AutoencoderTiny, images, *, min_side: int | None = None) -> None:
+def check_images(model: AbstractAutoencoderKL | AutoencoderTiny, images, *, min_side: int | None = None) -> None:
     """A ValueError naming the problem unless `images` is a float NCHW batch with the model's input channels whose
     sides are at least the downsampling factor (or `min_side`): smaller images would encode to empty latents."""
     check_image(model.config, images, batched=True, min_side=min_side)
 
 
-def check_latents(model: AutoencoderKL | AutoencoderTiny, latents) -> None:
+def check_latents(model: AbstractAutoencoderKL | AutoencoderTiny, latents) -> None:
     """A ValueError naming the problem unless `latents` is a float NCHW batch with the model's latent channels."""
     check_latent(model.config, latents, batched=True)
 
@@ -41,14 +41,14 @@ def _vmapped(method, *arrays: Array | None) -> Array | DiagonalGaussianDistribut
 
 
 @eqx.filter_jit
-def moments_batch(model: AutoencoderKL, images: ImageBatch, dropout_keys: Array | None = None) -> Array:
+def moments_batch(model: AbstractAutoencoderKL, images: ImageBatch, dropout_keys: Array | None = None) -> Array:
     """`model.moments` over a batch, jitted (the raw moments, before the posterior clips the log-variance)."""
     return _vmapped(lambda x, key: model.moments(x, dropout_key=key), images, dropout_keys)
 
 
 @eqx.filter_jit
 def encode_batch(
-    model: AutoencoderKL | AutoencoderTiny,
+    model: AbstractAutoencoderKL | AutoencoderTiny,
     images: ImageBatch,
     dropout_keys: Array | None = None,
     pad: bool = False,
@@ -61,7 +61,7 @@ def encode_batch(
 
 @eqx.filter_jit
 def decode_batch(
-    model: AutoencoderKL | AutoencoderTiny, latents: LatentBatch, dropout_keys: Array | None = None
+    model: AbstractAutoencoderKL | AutoencoderTiny, latents: LatentBatch, dropout_keys: Array | None = None
 ) -> ImageBatch:
     """`model.decode` over a batch, jitted, with diffusers' `force_upcast` rule applied while tracing."""
     model = upcast_for_decode(model)
@@ -70,7 +70,7 @@ def decode_batch(
 
 @eqx.filter_jit
 def _reconstruct_batch(
-    model: AutoencoderKL | AutoencoderTiny,
+    model: AbstractAutoencoderKL | AutoencoderTiny,
     images: ImageBatch,
     sample_keys: Array | None,
     dropout_keys: Array | None,
@@ -89,7 +89,7 @@ def _reconstruct_batch(
 
 
 def encode(
-    model: AutoencoderKL | AutoencoderTiny,
+    model: AbstractAutoencoderKL | AutoencoderTiny,
     images: ArrayLike,
     *,
     pad: bool = False,
@@ -112,7 +112,7 @@ def encode(
 
 
 def decode(
-    model: AutoencoderKL | AutoencoderTiny, latents: ArrayLike, *, dropout_key: PRNGKeyArray | None = None
+    model: AbstractAutoencoderKL | AutoencoderTiny, latents: ArrayLike, *, dropout_key: PRNGKeyArray | None = None
 ) -> Float[Array, "batch out_channels height width"]:
     """Decodes latents `(batch, latent_channels, h, w)` to images `(batch, out_channels, h * f, w * f)`.
 
@@ -125,7 +125,7 @@ def decode(
 
 
 def reconstruct(
-    model: AutoencoderKL | AutoencoderTiny,
+    model: AbstractAutoencoderKL | AutoencoderTiny,
     images: ArrayLike,
     *,
     pad: bool = False,

@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
-from ..models import AutoencoderKL, DiagonalGaussianDistribution, upcast_for_decode, with_spatial_axis
+from ..models import AbstractAutoencoderKL, DiagonalGaussianDistribution, upcast_for_decode, with_spatial_axis
 from ._batched import check_images, check_latents, decode, encode
 
 
@@ -45,12 +45,12 @@ def _check_batch_split(batch: int, mesh: Mesh, batch_axis: str | None) -> None:
 # Data parallel ------------------------------------------------------------------------------------------------------
 
 
-def _replicated(model: AutoencoderKL, mesh: Mesh) -> AutoencoderKL:
+def _replicated(model: AbstractAutoencoderKL, mesh: Mesh) -> AbstractAutoencoderKL:
     return eqx.filter_shard(model, NamedSharding(mesh, PartitionSpec()))
 
 
 def data_parallel_encode(
-    model: AutoencoderKL,
+    model: AbstractAutoencoderKL,
     images: ArrayLike,
     mesh: Mesh,
     *,
@@ -65,7 +65,7 @@ def data_parallel_encode(
 
 
 def data_parallel_decode(
-    model: AutoencoderKL,
+    model: AbstractAutoencoderKL,
     latents: ArrayLike,
     mesh: Mesh,
     *,
@@ -114,7 +114,7 @@ def _spatial_decode(model, latents, mesh, spatial, batch_axis):
 
 
 def spatial_encode(
-    model: AutoencoderKL,
+    model: AbstractAutoencoderKL,
     images: ArrayLike,
     mesh: Mesh,
     *,
@@ -137,7 +137,7 @@ def spatial_encode(
 
 
 def spatial_decode(
-    model: AutoencoderKL,
+    model: AbstractAutoencoderKL,
     latents: ArrayLike,
     mesh: Mesh,
     *,

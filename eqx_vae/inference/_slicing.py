@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
-from ..models import AutoencoderKL, AutoencoderTiny, DiagonalGaussianDistribution
+from ..models import AbstractAutoencoderKL, AutoencoderTiny, DiagonalGaussianDistribution
 from ._batched import check_images, check_latents, decode_batch, encode_batch
 
 
@@ -26,7 +26,7 @@ def _slices(array: Array, slice_size: int) -> list[Array]:
 
 
 def sliced_encode(
-    model: AutoencoderKL | AutoencoderTiny, images: ArrayLike, *, slice_size: int = 1
+    model: AbstractAutoencoderKL | AutoencoderTiny, images: ArrayLike, *, slice_size: int = 1
 ) -> DiagonalGaussianDistribution:
     """`eqx_vae.encode`, `slice_size` images at a time (bounded memory, identical results)."""
     check_images(model, images)
@@ -36,7 +36,7 @@ def sliced_encode(
 
 
 def sliced_decode(
-    model: AutoencoderKL | AutoencoderTiny,
+    model: AbstractAutoencoderKL | AutoencoderTiny,
     latents: ArrayLike,
     *,
     slice_size: int = 1,

@@ -27,7 +27,7 @@ import numpy as np
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
-from ..models import AutoencoderKL, DiagonalGaussianDistribution
+from ..models import AbstractAutoencoderKL, DiagonalGaussianDistribution
 from ._batched import check_images, check_latents, decode_batch, moments_batch
 
 DEFAULT_OVERLAP = 0.25
@@ -46,7 +46,7 @@ class TileGrid:
         return list(range(0, length, self.step))
 
 
-def _sample_tile(model: AutoencoderKL, tile_size: int | None) -> int:
+def _sample_tile(model: AbstractAutoencoderKL, tile_size: int | None) -> int:
     if tile_size is not None:
         return tile_size
     size = model.config.sample_size
@@ -75,7 +75,7 @@ def _lines_up(encode: TileGrid, decode: TileGrid, factor: int) -> bool:
     return encode.step == encode.keep * factor and decode.keep == decode.step * factor
 
 
-def tile_grids(model: AutoencoderKL, tile_size: int | None, overlap: float) -> tuple[TileGrid, TileGrid]:
+def tile_grids(model: AbstractAutoencoderKL, tile_size: int | None, overlap: float) -> tuple[TileGrid, TileGrid]:
     """(encode grid, decode grid) for `tile_size` image pixels; raises ValueError on a bad tile or overlap.
 
     Beyond diffusers: a tile size whose kept stretches don't match the tile spacing (e.g. 12 pixels at 8x with
@@ -161,7 +161,7 @@ def _blend_grid(tiles: list[list[Array]], grid: TileGrid) -> Array:
     )
 
 
-def _tiled(fn, model: AutoencoderKL, x: Array, grid: TileGrid) -> Array:
+def _tiled(fn, model: AbstractAutoencoderKL, x: Array, grid: TileGrid) -> Array:
     """fn(model, x) whole when x fits in one tile, else tile by tile and blended."""
     if x.shape[-2] <= grid.in_tile and x.shape[-1] <= grid.in_tile:
         return fn(model, x)
@@ -169,7 +169,7 @@ def _tiled(fn, model: AutoencoderKL, x: Array, grid: TileGrid) -> Array:
 
 
 def tiled_encode(
-    model: AutoencoderKL,
+    model: AbstractAutoencoderKL,
     images: ArrayLike,
     *,
     tile_size: int | None = None,
@@ -189,7 +189,7 @@ def tiled_encode(
 
 
 def tiled_decode(
-    model: AutoencoderKL,
+    model: AbstractAutoencoderKL,
     latents: ArrayLike,
     *,
     tile_size: int | None = None,

@@ -1,5 +1,6 @@
 """The VAE families: configs, presets, layers, blocks, encoder, decoder, autoencoder, posterior, latent scaling."""
 
+from ._abstract import AbstractAutoencoderKL as AbstractAutoencoderKL
 from ._attention import AttentionBlock as AttentionBlock
 from ._autoencoder import AutoencoderKL as AutoencoderKL
 from ._blocks import DownEncoderBlock2D as DownEncoderBlock2D
@@ -8,6 +9,13 @@ from ._blocks import UpDecoderBlock2D as UpDecoderBlock2D
 from ._config import AutoencoderKLConfig as AutoencoderKLConfig
 from ._decoder import Decoder as Decoder
 from ._encoder import Encoder as Encoder
+from ._flux2 import AutoencoderKLFlux2 as AutoencoderKLFlux2
+from ._flux2 import LatentBatchNorm as LatentBatchNorm
+from ._flux2 import from_flux2_latents as from_flux2_latents
+from ._flux2 import patchify_latents as patchify_latents
+from ._flux2 import to_flux2_latents as to_flux2_latents
+from ._flux2 import unpatchify_latents as unpatchify_latents
+from ._flux2_config import AutoencoderKLFlux2Config as AutoencoderKLFlux2Config
 from ._latents import from_diffusion_latents as from_diffusion_latents
 from ._latents import to_diffusion_latents as to_diffusion_latents
 from ._posterior import DiagonalGaussianDistribution as DiagonalGaussianDistribution

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..nn import Conv2d
+from ._abstract import AbstractAutoencoderKL
 from ._blocks import split_optional
 from ._config import AutoencoderKLConfig
 from ._decoder import Decoder
@@ -30,7 +31,7 @@ def check_dropout_key(tree, dropout_key: PRNGKeyArray | None) -> None:
         )
 
 
-class AutoencoderKL(eqx.Module):
+class AutoencoderKL(AbstractAutoencoderKL):
     """The KL autoencoder of Stable Diffusion, SDXL, SD3 and Flux.1 (diffusers' `AutoencoderKL`).
 
     The methods handle one example, `(channels, height, width)`; batch them with `jax.vmap`, or use `eqx_vae.encode`,
@@ -60,8 +61,19 @@ class AutoencoderKL(eqx.Module):
         keys = jax.random.split(key, 4)
         dtypes = dict(dtype=dtype, param_dtype=param_dtype)
         moments = 2 * config.latent_channels
-        self.encoder = Encoder(config, **dtypes, key=keys[0])
-        self.decoder = Decoder(config, **dtypes, key=keys[1])
+        shared = dict(
+            layers_per_block=config.layers_per_block,
+            norm_num_groups=config.norm_num_groups,
+            act_fn=config.act_fn,
+            mid_block_add_attention=config.mid_block_add_attention,
+            **dtypes,
+        )
+        self.encoder = Encoder(
+            config.in_channels, config.latent_channels, config.block_out_channels, **shared, key=keys[0]
+        )
+        self.decoder = Decoder(
+            config.latent_channels, config.out_channels, config.block_out_channels, **shared, key=keys[1]
+        )
         self.quant_conv = Conv2d(moments, moments, 1, **dtypes, key=keys[2]) if config.use_quant_conv else None
         self.post_quant_conv = (
             Conv2d(config.latent_channels, config.latent_channels, 1, **dtypes, key=keys[3])
@@ -69,16 +81,6 @@ class AutoencoderKL(eqx.Module):
             else None
         )
         self.config = config
-
-    @property
-    def dtype(self) -> jnp.dtype:
-        """The compute dtype."""
-        return self.decoder.conv_in.dtype
-
-    @property
-    def param_dtype(self) -> jnp.dtype:
-        """The dtype the weights are stored in."""
-        return self.decoder.conv_in.weight.dtype
 
     def moments(
         self, x: Float[Array, "in_channels height width"], *, dropout_key: PRNGKeyArray | None = None

@@ -1,5 +1,7 @@
 """The encoder: image -> moments (mean and log-variance of the latent posterior, stacked on the channel axis)."""
 
+from collections.abc import Sequence
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -7,7 +9,6 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..nn import Conv2d, GroupNorm, get_activation
 from ._blocks import DownEncoderBlock2D, UNetMidBlock2D, split_optional
-from ._config import AutoencoderKLConfig
 from ._resnet import RESNET_EPS
 
 
@@ -19,8 +20,10 @@ def maybe_checkpointed(block, enabled: bool):
 class Encoder(eqx.Module):
     """conv_in -> down blocks -> mid block -> GroupNorm -> SiLU -> conv_out (2 * latent_channels outputs).
 
-    As in diffusers, the final activation is always SiLU whatever `act_fn` says. `gradient_checkpointing` wraps each
-    block in `eqx.filter_checkpoint` (set it with `eqx_vae.with_remat`).
+    diffusers' `Encoder` with `double_z=True`: `block_out_channels` are the widths of the levels, from the image down;
+    each level has `layers_per_block` resnets and all but the last end in a stride-2 downsample. As in diffusers, the
+    final activation is always SiLU whatever `act_fn` says. `gradient_checkpointing` wraps each block in
+    `eqx.filter_checkpoint` (set it with `eqx_vae.with_remat`).
     """
 
     conv_in: Conv2d
@@ -32,24 +35,30 @@ class Encoder(eqx.Module):
 
     def __init__(
         self,
-        config: AutoencoderKLConfig,
+        in_channels: int,
+        latent_channels: int,
+        block_out_channels: Sequence[int],
         *,
+        layers_per_block: int = 2,
+        norm_num_groups: int = 32,
+        act_fn: str = "silu",
+        mid_block_add_attention: bool = True,
         dtype: jnp.dtype | str | None = None,
         param_dtype: jnp.dtype | str | None = None,
         key: PRNGKeyArray,
     ):
-        channels = config.block_out_channels
-        groups = config.norm_num_groups
+        channels = tuple(block_out_channels)
+        groups = norm_num_groups
         dtypes = dict(dtype=dtype, param_dtype=param_dtype)
         keys = jax.random.split(key, len(channels) + 3)
-        self.conv_in = Conv2d(config.in_channels, channels[0], 3, padding=1, **dtypes, key=keys[0])
+        self.conv_in = Conv2d(in_channels, channels[0], 3, padding=1, **dtypes, key=keys[0])
         self.down_blocks = [
             DownEncoderBlock2D(
                 channels[max(i - 1, 0)],
                 channels[i],
-                num_layers=config.layers_per_block,
+                num_layers=layers_per_block,
                 groups=groups,
-                act_fn=config.act_fn,
+                act_fn=act_fn,
                 add_downsample=i < len(channels) - 1,
                 **dtypes,
                 key=keys[i + 1],
@@ -57,11 +66,10 @@ class Encoder(eqx.Module):
             for i in range(len(channels))
         ]
         self.mid_block = UNetMidBlock2D(
-            channels[-1], groups=groups, act_fn=config.act_fn, add_attention=config.mid_block_add_attention, **dtypes,
-            key=keys[-2],
+            channels[-1], groups=groups, act_fn=act_fn, add_attention=mid_block_add_attention, **dtypes, key=keys[-2]
         )
         self.conv_norm_out = GroupNorm(groups, channels[-1], RESNET_EPS, **dtypes)
-        self.conv_out = Conv2d(channels[-1], 2 * config.latent_channels, 3, padding=1, **dtypes, key=keys[-1])
+        self.conv_out = Conv2d(channels[-1], 2 * latent_channels, 3, padding=1, **dtypes, key=keys[-1])
         self.gradient_checkpointing = False
 
     def __call__(

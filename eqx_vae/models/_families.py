@@ -11,6 +11,8 @@ from typing import Any
 
 from ._autoencoder import AutoencoderKL
 from ._config import AutoencoderKLConfig, read_config_file
+from ._flux2 import AutoencoderKLFlux2
+from ._flux2_config import AutoencoderKLFlux2Config
 from ._tiny import AutoencoderTiny
 from ._tiny_config import AutoencoderTinyConfig
 
@@ -26,6 +28,7 @@ class Family:
 
 FAMILIES: tuple[Family, ...] = (
     Family("AutoencoderKL", AutoencoderKLConfig, AutoencoderKL),
+    Family("AutoencoderKLFlux2", AutoencoderKLFlux2Config, AutoencoderKLFlux2),
     Family("AutoencoderTiny", AutoencoderTinyConfig, AutoencoderTiny),
 )
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._config import MAX_LAYERS_PER_BLOCK, MAX_LEVELS, AutoencoderKLConfig
+from ._flux2_config import AutoencoderKLFlux2Config
 from ._tiny_config import AutoencoderTinyConfig
 from ._tiny_presets import TINY_PRESET_NAMES, tiny_preset_config
 
@@ -55,19 +56,33 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 _ALIASES = {"sd-1.5": "sd-1.x", "sd-1.4": "sd-1.x", "sd-2.1": "sd-2", "flux": "flux-1", "flux-dev": "flux-1"}
 PRESET_NAMES = tuple(PRESETS)
+# Flux.2 (diffusers' AutoencoderKLFlux2; not in PRESET_NAMES, which lists the AutoencoderKL presets). The architecture
+# is diffusers' defaults, the same as Black Forest Labs' flux2 `AutoEncoderParams` (ch 128, ch_mult 1 2 4 4, 2 res
+# blocks, 32 z channels, BatchNorm eps 1e-4, momentum 0.1, 2x2 patches); `force_upcast` as the published vae/config.json
+# files (black-forest-labs/FLUX.2-dev, FLUX.2-klein-*) write it. The small decoder's widths (96, 192, 384, 384) are
+# those of black-forest-labs/FLUX.2-small-decoder as reported by ports of it; diffusers' source does not state them.
+FLUX2_PRESETS: dict[str, dict[str, Any]] = {
+    "flux-2": {},
+    "flux-2-small-decoder": {"decoder_block_out_channels": (96, 192, 384, 384)},
+}
 
 
-def preset_config(name: str, **overrides: Any) -> AutoencoderKLConfig | AutoencoderTinyConfig:
+def preset_config(
+    name: str, **overrides: Any
+) -> AutoencoderKLConfig | AutoencoderKLFlux2Config | AutoencoderTinyConfig:
     """The config of a published VAE, e.g. `preset_config("sdxl")` or `preset_config("flux-1", sample_size=512)`.
 
-    Names: sd-1.x, sd-vae-ft-mse, sd-2, sdxl, sd3, flux-1, playground-v2.5; and taesd, taesdxl, taesd3, taef1 (an
-    AutoencoderTinyConfig).
+    Names: sd-1.x, sd-vae-ft-mse, sd-2, sdxl, sd3, flux-1, playground-v2.5; and flux-2, flux-2-small-decoder (an
+    AutoencoderKLFlux2Config); taesd, taesdxl, taesd3, taef1 (an AutoencoderTinyConfig).
     """
     key = _ALIASES.get(name, name)
+    if key in FLUX2_PRESETS:
+        return AutoencoderKLFlux2Config(**{**FLUX2_PRESETS[key], **overrides})
     if key in TINY_PRESET_NAMES:
         return tiny_preset_config(key, **overrides)
     if key not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESET_NAMES + TINY_PRESET_NAMES)}")
+        known = PRESET_NAMES + tuple(FLUX2_PRESETS) + TINY_PRESET_NAMES
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(known)}")
     return AutoencoderKLConfig(**{**PRESETS[key], **overrides})
 
 
