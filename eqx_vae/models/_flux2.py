@@ -20,13 +20,9 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ..nn import Conv2d
 from ._abstract import AbstractAutoencoderKL
-from ._autoencoder import check_dropout_key
-from ._blocks import split_optional
 from ._decoder import Decoder
 from ._encoder import Encoder
 from ._flux2_config import AutoencoderKLFlux2Config
-from ._inputs import check_image, check_latent
-from ._posterior import DiagonalGaussianDistribution
 
 
 class LatentBatchNorm(eqx.Module):
@@ -80,7 +76,8 @@ class AutoencoderKLFlux2(AbstractAutoencoderKL):
     32 latent channels by default, a decoder whose widths may differ (`decoder_block_out_channels`, the small
     decoder), and `bn`, the running statistics that turn patchified latents into the diffusion model's.
 
-    `moments`, `encode`, `decode` and `__call__` are diffusers' (`bn` is not part of them, as in diffusers); use
+    `moments`, `encode`, `decode` and `__call__` (AbstractAutoencoderKL's) are diffusers' (`bn` takes no part in them,
+    as in diffusers); use
     `eqx_vae.to_flux2_latents(z, model)` / `from_flux2_latents(latents, model)` for the pipeline's patchify and
     normalisation. The methods handle one example, `(channels, height, width)`; `eqx_vae.encode`, `decode`,
     tiling, slicing and sharding take batches. `dtype` and `param_dtype` are the compute and storage dtypes.
@@ -120,49 +117,6 @@ class AutoencoderKLFlux2(AbstractAutoencoderKL):
             config.patched_channels, config.batch_norm_eps, config.batch_norm_momentum, param_dtype=param_dtype
         )
         self.config = config
-
-    def moments(
-        self, x: Float[Array, "in_channels height width"], *, dropout_key: PRNGKeyArray | None = None
-    ) -> Float[Array, "two_latent_channels latent_height latent_width"]:
-        """One image -> the raw moments (mean and log-variance stacked on the channel axis, before clipping).
-
-        Raises ValueError for an input that is not a floating `(in_channels, height, width)` array with sides of at
-        least the downsampling factor (static checks, run while tracing).
-        """
-        check_image(self.config, x)
-        check_dropout_key(self, dropout_key)
-        moments = self.encoder(x, dropout_key=dropout_key)
-        return moments if self.quant_conv is None else self.quant_conv(moments)
-
-    def encode(
-        self, x: Float[Array, "in_channels height width"], *, dropout_key: PRNGKeyArray | None = None
-    ) -> DiagonalGaussianDistribution:
-        """One image -> its latent posterior (before patchifying)."""
-        return DiagonalGaussianDistribution.from_moments(self.moments(x, dropout_key=dropout_key))
-
-    def decode(
-        self, z: Float[Array, "latent_channels latent_height latent_width"], *, dropout_key: PRNGKeyArray | None = None
-    ) -> Float[Array, "out_channels height width"]:
-        """One latent (the VAE's own: unpatchified, unnormalised) -> one image. Raises ValueError unless `z` is a
-        floating `(latent_channels, h, w)` array."""
-        check_latent(self.config, z)
-        check_dropout_key(self, dropout_key)
-        if self.post_quant_conv is not None:
-            z = self.post_quant_conv(z)
-        return self.decoder(z, dropout_key=dropout_key)
-
-    def __call__(
-        self,
-        x: Float[Array, "in_channels height width"],
-        *,
-        sample_key: PRNGKeyArray | None = None,
-        dropout_key: PRNGKeyArray | None = None,
-    ) -> Float[Array, "out_channels out_height out_width"]:
-        """diffusers' forward: encode, take the posterior's mode (or a sample drawn with `sample_key`), decode."""
-        encode_key, decode_key = split_optional(dropout_key, 2)
-        posterior = self.encode(x, dropout_key=encode_key)
-        z = posterior.mode() if sample_key is None else posterior.sample(sample_key)
-        return self.decode(z, dropout_key=decode_key)
 
 
 # Latents of the diffusion model ------------------------------------------------------------------------------------
