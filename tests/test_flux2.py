@@ -183,6 +183,8 @@ def test_latent_normalisation_is_the_pipelines(pipeline, tmp_path):
         eqx_vae.to_flux2_latents(jnp.asarray(z), config)
     with pytest.raises(ValueError, match="latents have 8 channels"):
         eqx_vae.from_flux2_latents(jnp.asarray(z), ours)
+    with pytest.raises(TypeError):  # the other families' helpers point here
+        eqx_vae.to_diffusion_latents(jnp.asarray(z), ours)
 
 
 @pytest.mark.parametrize("case", ["default_shaped", "small_decoder"], indirect=True)  # even latent sizes

@@ -4,7 +4,9 @@
 - SD3 / Flux: `latents = (z - shift_factor) * scaling_factor`;
 - Playground v2.5 (per-channel statistics): `latents = (z - latents_mean) * scaling_factor / latents_std`;
 - TAESD (AutoencoderTiny): its latents are the diffusion model's already; every published config says
-  scaling_factor 1 and shift_factor 0, so both directions are the identity.
+  scaling_factor 1 and shift_factor 0, so both directions are the identity;
+- Flux.2 (AutoencoderKLFlux2): 2x2 patches normalised with the model's BatchNorm statistics, which are weights, not
+  config: `to_flux2_latents(z, model)` / `from_flux2_latents(latents, model)` (a TypeError here says so).
 
 This is what diffusers' pipelines do around `vae.encode` / `vae.decode`; the config says which rule applies.
 """
@@ -14,6 +16,8 @@ from jaxtyping import Array, Float
 
 from ._autoencoder import AutoencoderKL
 from ._config import AutoencoderKLConfig
+from ._flux2 import AutoencoderKLFlux2
+from ._flux2_config import AutoencoderKLFlux2Config
 from ._tiny import AutoencoderTiny
 from ._tiny_config import AutoencoderTinyConfig
 
@@ -21,6 +25,9 @@ from ._tiny_config import AutoencoderTinyConfig
 def _config_of(
     config_or_model: AutoencoderKLConfig | AutoencoderKL | AutoencoderTinyConfig | AutoencoderTiny,
 ) -> AutoencoderKLConfig | AutoencoderTinyConfig:
+    if isinstance(config_or_model, (AutoencoderKLFlux2, AutoencoderKLFlux2Config)):
+        raise TypeError("Flux.2's diffusion latents are patchified and normalised with the model's BatchNorm running "
+                        "statistics: use eqx_vae.to_flux2_latents(z, model) / from_flux2_latents(latents, model)")
     return config_or_model.config if isinstance(config_or_model, (AutoencoderKL, AutoencoderTiny)) else config_or_model
 
 
