@@ -33,8 +33,13 @@ FAMILIES: tuple[Family, ...] = (
 )
 
 
+# diffusers' Flax port wrote its own class name into the same config.json.
+_ALIASES = {"FlaxAutoencoderKL": "AutoencoderKL"}
+
+
 def family_named(class_name: str) -> Family:
     """The family of diffusers' class `class_name`; a ValueError listing the supported ones otherwise."""
+    class_name = _ALIASES.get(class_name, class_name)
     for family in FAMILIES:
         if family.class_name == class_name:
             return family
