@@ -27,8 +27,8 @@ from helpers import (
 
 import eqx_vae
 from eqx_vae.checkpoints._format_flux2 import diffusers_to_flux2_state_dict
-from eqx_vae.checkpoints._safetensors import write_safetensors
 from eqx_vae.checkpoints._state_dict import named_parameters, skeleton
+from eqx_vae.io._safetensors import write_safetensors
 from eqx_vae.models._families import config_from_dict
 
 torch = pytest.importorskip("torch")

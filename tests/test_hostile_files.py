@@ -13,8 +13,8 @@ from helpers import SMALL_CONFIG
 from safetensors.numpy import save_file
 
 import eqx_vae
-from eqx_vae.checkpoints._safetensors import SafetensorsFile
 from eqx_vae.cli import main
+from eqx_vae.io._safetensors import SafetensorsFile
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 INDEX = "diffusion_pytorch_model.safetensors.index.json"

@@ -10,7 +10,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import eqx_vae
-from eqx_vae.io import _latent_files
+from eqx_vae.io import _latent_files, _safetensors
 
 SIZES = [(24, 40), (23, 33)]  # both are 3x5 latents at 8x downsampling (the second padded up)
 
@@ -164,8 +164,16 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch
             file.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(_latent_files, "save_file", write_half_then_fail)
+    monkeypatch.setattr(_safetensors, "save_file", write_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
         eqx_vae.save_latents(path, random_latents(seed=2))
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["z.safetensors"]
+
+
+def test_a_header_length_beyond_the_file_is_refused_before_reading(tmp_path):
+    path = tmp_path / "huge.safetensors"
+    path.write_bytes((2**60).to_bytes(8, "little") + b"{}")
+    with pytest.raises(ValueError, match="header length") as raised:
+        eqx_vae.load_latents(path)
+    assert str(raised.value).count(str(path)) == 1

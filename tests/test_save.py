@@ -8,7 +8,7 @@ import pytest
 from helpers import load_in_eqx_vae, random_diffusers_vae, tiny_config
 
 import eqx_vae
-import eqx_vae.checkpoints._safetensors as safetensors_io
+import eqx_vae.io._safetensors as safetensors_io
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from ._safetensors import SafetensorsFile
+from ..io._safetensors import SafetensorsFile
 from ._state_dict import TensorSource
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")

@@ -8,10 +8,10 @@ Looked for in this order, with `variant="fp16"` inserting `.fp16` before the ext
 import os
 import re
 
+from ..io._safetensors import SafetensorsFile
 from ..models._config import read_json_object
 from ._files import open_pickle, open_safetensors
 from ._format_flax import FLAX_WEIGHTS_NAME, open_msgpack
-from ._safetensors import SafetensorsFile
 from ._state_dict import TensorSource, normalise_diffusers_name
 
 CONFIG_NAME = "config.json"

@@ -13,6 +13,7 @@ import os
 import re
 
 from ..io._atomic import atomic_folder
+from ..io._safetensors import write_safetensors
 from ..models import (
     AbstractAutoencoderKL,
     AutoencoderKLConfig,
@@ -40,7 +41,6 @@ from ._format_flux2 import flux2_source, infer_config
 from ._format_ldm import is_ldm_layout, ldm_source, vae_names, vae_prefix
 from ._format_taesd import taesd_source
 from ._hub import cached_snapshot, looks_like_repo_id
-from ._safetensors import write_safetensors
 from ._state_dict import TensorSource, model_to_state_dict, source_to_model
 
 

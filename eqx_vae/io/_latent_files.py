@@ -23,10 +23,9 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float
-from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save_file
 
 from ._atomic import atomic_path
+from ._safetensors import SafetensorsFile, write_safetensors
 
 FORMAT = "eqx_vae.latents"
 FORMAT_VERSION = "1"
@@ -146,7 +145,7 @@ def save_latents(
             with open(temporary, "wb") as file:
                 np.save(file, contents.latents)
         else:
-            save_file({LATENTS_KEY: contents.latents}, temporary, metadata=_metadata(contents))
+            write_safetensors(temporary, {LATENTS_KEY: contents.latents}, metadata=_metadata(contents))
 
 
 def _metadata(contents: LatentFile) -> dict[str, str]:
@@ -215,14 +214,17 @@ def _read_array(path: str) -> tuple[np.ndarray, dict[str, str]]:
     if path.lower().endswith(".npy"):
         return _read_npy(path), {}
     try:
-        with safe_open(path, framework="numpy") as handle:
-            keys = list(handle.keys())
-            key = LATENTS_KEY if LATENTS_KEY in keys else (keys[0] if len(keys) == 1 else None)
-            if key is None:
-                raise ValueError(f"expected one tensor named {LATENTS_KEY!r}, found {keys}")
-            return handle.get_tensor(key), handle.metadata() or {}
-    except SafetensorError as error:
-        raise ValueError(f"not a valid safetensors file (truncated or corrupt): {error}") from None
+        stored = SafetensorsFile(path)  # the header is checked against the file before the library reads it
+    except ValueError as error:
+        raise ValueError(str(error).removeprefix(f"{path}: ")) from None
+    names = list(stored.shapes)
+    name = LATENTS_KEY if LATENTS_KEY in names else (names[0] if len(names) == 1 else None)
+    if name is None:
+        raise ValueError(f"expected one tensor named {LATENTS_KEY!r}, found {names}")
+    try:
+        return stored.read(name), stored.metadata
+    except ValueError as error:
+        raise ValueError(str(error).removeprefix(f"{path}: ")) from None
 
 
 def load_latents(path: str | os.PathLike) -> LatentFile:
