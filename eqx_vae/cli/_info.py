@@ -25,7 +25,7 @@ def add_parser(commands) -> None:
 
 def stored_dtypes(location: str) -> dict[str, list[str]]:
     """The tensor dtypes (safetensors' names, e.g. "F16") in each readable safetensors file of a checkpoint."""
-    from ..checkpoints._safetensors import SafetensorsFile
+    from ..io._safetensors import SafetensorsFile
 
     if os.path.isdir(location):
         files = [os.path.join(location, n) for n in sorted(os.listdir(location)) if n.endswith(".safetensors")]
