@@ -260,3 +260,8 @@ def test_cli_on_a_tiny_folder(reference_4, tmp_path):
     cli("decode", tmp_path / "a.safetensors", "-o", tmp_path / "b.png", "--model", folder, "--quiet")
     with PIL.open(tmp_path / "b.png") as image:
         assert image.size == (16, 12)
+        untiled = np.asarray(image, dtype=np.int16)
+    factor = eqx_vae.from_pretrained(folder).config.upsampling_factor  # --tile: exact tiles of one latent pixel
+    cli("decode", tmp_path / "a.safetensors", "-o", tmp_path / "c.png", "--model", folder, "--tile", factor, "--quiet")
+    with PIL.open(tmp_path / "c.png") as image:
+        assert np.abs(np.asarray(image, dtype=np.int16) - untiled).max() <= 1  # float32 rounding may flip a level

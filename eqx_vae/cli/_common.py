@@ -122,7 +122,7 @@ def model_and_run_options() -> argparse.ArgumentParser:
         default=None,
         metavar="PIXELS",
         help=f"encode/decode in tiles of this many pixels with {TILE_OVERLAP:.0%}% overlap (large images); "
-        f"{TILE_HELP}",
+        f"{TILE_HELP}. With a TAESD model only the decoder is tiled, exactly (any multiple of 8)",
     )
     model.add_argument(
         "--conv-algorithm",
@@ -225,6 +225,13 @@ def load_model_from_options(args: argparse.Namespace):
 def check_tile(model, tile: int) -> None:
     """A CLIError saying which --tile values work, unless `tile` lines up with the model's downsampling factor."""
     from ..inference._tiling import tile_grids
+    from ..models import AutoencoderTiny
+
+    if isinstance(model, AutoencoderTiny):  # exact tiles of any whole number of latent pixels
+        factor = model.config.upsampling_factor
+        if tile % factor:
+            raise CLIError(f"--tile {tile} is not a multiple of this TAESD model's upsampling factor {factor}")
+        return
 
     def works(size: int) -> bool:
         try:
@@ -255,10 +262,14 @@ def _encode_images(model, images: Sequence[np.ndarray], tile: int | None) -> np.
     import jax.numpy as jnp
 
     from ..inference import encode, tiled_encode
+    from ..models import AutoencoderTiny
 
     multiple = model.config.downsampling_factor
     batch = jnp.asarray(np.stack([pad_to_multiple(image, multiple) for image in images]), dtype=model.dtype)
-    posterior = tiled_encode(model, batch, tile_size=tile, overlap=TILE_OVERLAP) if tile else encode(model, batch)
+    if tile and not isinstance(model, AutoencoderTiny):
+        posterior = tiled_encode(model, batch, tile_size=tile, overlap=TILE_OVERLAP)
+    else:  # TAESD's small encoder runs whole; its decoder is tiled exactly
+        posterior = encode(model, batch)
     return np.asarray(posterior.mode(), dtype=np.float32)
 
 
@@ -266,10 +277,16 @@ def decode_latents(model, latents: np.ndarray, tile: int | None) -> np.ndarray:
     """NCHW latents -> NCHW images (float32 NumPy, not clipped)."""
     import jax.numpy as jnp
 
-    from ..inference import decode, tiled_decode
+    from ..inference import decode, tiled_decode, tiny_tiled_decode
+    from ..models import AutoencoderTiny
 
     batch = jnp.asarray(latents, dtype=model.dtype)
-    images = tiled_decode(model, batch, tile_size=tile, overlap=TILE_OVERLAP) if tile else decode(model, batch)
+    if not tile:
+        images = decode(model, batch)
+    elif isinstance(model, AutoencoderTiny):  # exact: tiles overlap by the decoder's receptive field
+        images = tiny_tiled_decode(model, batch, tile_size=tile // model.config.upsampling_factor)
+    else:
+        images = tiled_decode(model, batch, tile_size=tile, overlap=TILE_OVERLAP)
     return np.asarray(images, dtype=np.float32)
 
 
