@@ -307,15 +307,32 @@ def test_python_dash_m_and_default_model(tmp_path):
     """`python -m eqx_vae` with the shipped model, in a fresh process: the command the README shows."""
     if not os.path.isfile(os.path.join(default_model_path(), "config.json")):
         pytest.skip("the default model has not been trained into this checkout")
+    cache = tmp_path / "cache"
     result = subprocess.run(
-        [sys.executable, "-m", "eqx_vae", "reconstruct", "--sample-image", "-o", str(tmp_path), "--side-by-side"],
+        [sys.executable, "-m", "eqx_vae", "reconstruct", "--sample-image", "-o", str(tmp_path / "out"),
+         "--side-by-side"],
         capture_output=True,
         text=True,
         timeout=600,
+        env=dict(os.environ, EQX_VAE_CACHE_DIR=str(cache)),
     )
     assert result.returncode == 0, result.stderr
     assert "PSNR" in result.stdout
-    assert sorted(os.listdir(tmp_path)) == ["astronaut.png", "astronaut_side_by_side.png"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["astronaut.png", "astronaut_side_by_side.png"]
+    assert os.listdir(cache), "the compiled programs were not kept"
+
+    unused = tmp_path / "unused-cache"
+    again = subprocess.run(
+        [sys.executable, "-m", "eqx_vae", "reconstruct", "--sample-image", "-o", str(tmp_path / "again"),
+         "--no-compile-cache"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, EQX_VAE_CACHE_DIR=str(unused)),
+    )
+    assert again.returncode == 0, again.stderr
+    assert not unused.exists()
+    assert (tmp_path / "again" / "astronaut.png").read_bytes() == (tmp_path / "out" / "astronaut.png").read_bytes()
 
 
 def test_images_are_read_like_diffusers(images):

@@ -148,7 +148,35 @@ def model_and_run_options() -> argparse.ArgumentParser:
         "end); default: stop at the first one",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="don't keep compiled programs between runs (by default they are kept in $EQX_VAE_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/eqx_vae/jax, else ~/.cache/eqx_vae/jax, so a later run at the same sizes starts faster)",
+    )
     return parent
+
+
+def compile_cache_dir() -> str:
+    """Where the CLI keeps JAX's compiled programs: $EQX_VAE_CACHE_DIR, else $XDG_CACHE_HOME/eqx_vae/jax, else
+    ~/.cache/eqx_vae/jax."""
+    if os.environ.get("EQX_VAE_CACHE_DIR"):
+        return os.environ["EQX_VAE_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "eqx_vae", "jax")
+
+
+def use_compile_cache(args: argparse.Namespace) -> None:
+    """Turns JAX's persistent compilation cache on (`eqx_vae.enable_compilation_cache`) unless --no-compile-cache;
+    a cache folder that can't be made is a warning, not an error."""
+    from ..inference import enable_compilation_cache
+
+    if args.no_compile_cache:
+        return
+    try:
+        enable_compilation_cache(compile_cache_dir())
+    except OSError as error:
+        warn(f"compiled programs are not kept between runs: {error}")
 
 
 class _DeprecatedFlag(argparse.Action):
@@ -215,7 +243,9 @@ def load_model(
 
 
 def load_model_from_options(args: argparse.Namespace):
-    """The model that --model, --variant, --dtype and --conv-algorithm describe; --tile is checked against it."""
+    """The model that --model, --variant, --dtype and --conv-algorithm describe; --tile is checked against it. Also
+    turns the compilation cache on (see --no-compile-cache)."""
+    use_compile_cache(args)
     model = load_model(args.model, dtype=args.dtype, conv_algorithm=args.conv_algorithm, variant=args.variant)
     if args.tile is not None:
         check_tile(model, args.tile)
