@@ -6,14 +6,13 @@ import math
 import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 DOWN_BLOCK_TYPES = ("DownEncoderBlock2D",)
 UP_BLOCK_TYPES = ("UpDecoderBlock2D",)
 ACTIVATIONS = ("silu", "swish", "mish", "gelu", "relu")
 
 # Keys diffusers writes into config.json that carry no architecture.
-_BOOKKEEPING_PREFIX = "_"
 
 
 # The largest JSON side file (config.json, a shard index) we read; a VAE's config.json is about 1 KB.
@@ -112,8 +111,50 @@ def _check_list(name: str, value: Any, maximum: int) -> None:
         raise ValueError(f"{name} has {len(value)} entries; it must have 1 to {maximum}")
 
 
+class DiffusersConfig:
+    """What every family's config shares: diffusers' `config.json`. A subclass is a frozen dataclass whose fields are
+    diffusers' constructor arguments; `class_name` is diffusers' class (written as `_class_name`) and
+    `ignored_keys` are keys diffusers writes that copy a field (read and checked by the subclass, not stored)."""
+
+    class_name: ClassVar[str]
+    ignored_keys: ClassVar[tuple[str, ...]] = ()
+
+    def replace(self, **changes: Any) -> "DiffusersConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], **overrides: Any) -> "DiffusersConfig":
+        """Builds a config from diffusers' `config.json` contents. Keys starting with `_` are ignored; unknown keys
+        are refused."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(name for name in data if not name.startswith("_") and name not in known
+                         and name not in cls.ignored_keys)
+        if unknown:
+            raise ValueError(f"unknown {cls.class_name} config keys: {unknown}")
+        kwargs = {name: value for name, value in data.items() if name in known}
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The diffusers `config.json` contents."""
+        data: dict[str, Any] = {"_class_name": self.class_name, "_diffusers_version": "0.42.1"}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            data[field.name] = list(value) if isinstance(value, tuple) else value
+        return data
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> "DiffusersConfig":
+        """Reads diffusers' `config.json`; errors name the file."""
+        return read_config_file(path, lambda data: cls.from_dict(data, **overrides))
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
 @dataclasses.dataclass(frozen=True)
-class AutoencoderKLConfig:
+class AutoencoderKLConfig(DiffusersConfig):
     """The architecture of an AutoencoderKL: exactly the fields of diffusers' `config.json`, with its defaults.
 
     Run options (compute and parameter dtype, conv backend, gradient checkpointing, spatial sharding) are not part of
@@ -125,6 +166,7 @@ class AutoencoderKLConfig:
     size of 65536; a ValueError names the field otherwise.
     """
 
+    class_name: ClassVar[str] = "AutoencoderKL"
     in_channels: int = 3
     out_channels: int = 3
     down_block_types: Sequence[str] = ("DownEncoderBlock2D",)
@@ -215,42 +257,3 @@ class AutoencoderKLConfig:
         """How many image pixels one latent pixel spans along each axis."""
         return 2 ** (len(self.block_out_channels) - 1)
 
-    def replace(self, **changes: Any) -> "AutoencoderKLConfig":
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
-
-    # diffusers' config.json ---------------------------------------------------------------------------------------
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], **overrides: Any) -> "AutoencoderKLConfig":
-        """Builds a config from diffusers' `config.json` contents. Keys starting with `_` are ignored."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        kwargs = {}
-        unknown = []
-        for name, value in data.items():
-            if name.startswith(_BOOKKEEPING_PREFIX):
-                continue
-            if name in known:
-                kwargs[name] = value
-            else:
-                unknown.append(name)
-        if unknown:
-            raise ValueError(f"unknown AutoencoderKL config keys: {sorted(unknown)}")
-        kwargs.update(overrides)
-        return cls(**kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The diffusers `config.json` contents."""
-        data: dict[str, Any] = {"_class_name": "AutoencoderKL", "_diffusers_version": "0.42.1"}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            data[field.name] = list(value) if isinstance(value, tuple) else value
-        return data
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> "AutoencoderKLConfig":
-        """Reads diffusers' `config.json`; errors name the file."""
-        return read_config_file(path, lambda data: cls.from_dict(data, **overrides))
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

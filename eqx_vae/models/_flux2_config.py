@@ -1,13 +1,11 @@
 """The Flux.2 VAE configuration: every field of diffusers' `AutoencoderKLFlux2`, frozen and hashable."""
 
 import dataclasses
-import json
 import math
-import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
-from ._config import AutoencoderKLConfig, read_config_file
+from ._config import AutoencoderKLConfig, DiffusersConfig
 
 CLASS_NAME = "AutoencoderKLFlux2"
 
@@ -17,7 +15,7 @@ def _tuple(value: Any) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
-class AutoencoderKLFlux2Config:
+class AutoencoderKLFlux2Config(DiffusersConfig):
     """The architecture of Flux.2's VAE (diffusers' `AutoencoderKLFlux2`), with diffusers' defaults (FLUX.2's).
 
     The encoder and decoder are AutoencoderKL's; `decoder_block_out_channels` gives the decoder other widths than the
@@ -28,6 +26,8 @@ class AutoencoderKLFlux2Config:
     `force_upcast` is not an argument of diffusers' class, but the published `vae/config.json` files of FLUX.2 carry
     it (true); diffusers ignores it. eqx_vae reads it as for AutoencoderKL: a float16 model decodes in float32.
     """
+
+    class_name: ClassVar[str] = CLASS_NAME
 
     in_channels: int = 3
     out_channels: int = 3
@@ -88,36 +88,3 @@ class AutoencoderKLFlux2Config:
     def patched_channels(self) -> int:
         """The channels of the diffusion model's latents: `prod(patch_size) * latent_channels` (the BatchNorm's)."""
         return math.prod(self.patch_size) * self.latent_channels
-
-    def replace(self, **changes: Any) -> "AutoencoderKLFlux2Config":
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
-
-    # diffusers' config.json ---------------------------------------------------------------------------------------
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], **overrides: Any) -> "AutoencoderKLFlux2Config":
-        """Builds a config from diffusers' `config.json` contents. Keys starting with `_` are ignored."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(name for name in data if not name.startswith("_") and name not in known)
-        if unknown:
-            raise ValueError(f"unknown {CLASS_NAME} config keys: {unknown}")
-        kwargs = {name: value for name, value in data.items() if name in known}
-        kwargs.update(overrides)
-        return cls(**kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The diffusers `config.json` contents."""
-        data: dict[str, Any] = {"_class_name": CLASS_NAME, "_diffusers_version": "0.42.1"}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            data[field.name] = list(value) if isinstance(value, tuple) else value
-        return data
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> "AutoencoderKLFlux2Config":
-        """Reads diffusers' `config.json`; errors name the file."""
-        return read_config_file(path, lambda data: cls.from_dict(data, **overrides))
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

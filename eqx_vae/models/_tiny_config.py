@@ -1,13 +1,11 @@
 """The AutoencoderTiny (TAESD) configuration: every field of diffusers' `AutoencoderTiny`, frozen and hashable."""
 
 import dataclasses
-import json
 import numbers
-import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
-from ._config import ACTIVATIONS, read_config_file
+from ._config import ACTIVATIONS, DiffusersConfig
 
 # torch's `nn.Upsample` modes that this package computes exactly as torch does (for integer scale factors).
 UPSAMPLE_MODES = ("nearest", "nearest-exact", "bilinear")
@@ -22,7 +20,7 @@ def _is_positive_int(value: Any) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class AutoencoderTinyConfig:
+class AutoencoderTinyConfig(DiffusersConfig):
     """The architecture of an AutoencoderTiny (TAESD): the fields of diffusers' `config.json`, with its defaults.
 
     - The encoder has one stage per entry of `num_encoder_blocks`: a 3x3 conv (stride 2 after the first stage, so the
@@ -39,6 +37,9 @@ class AutoencoderTinyConfig:
     diffusers also sets `force_upcast` to False whatever it is given (the configs it writes all say false); here the
     field keeps the given value, and `eqx_vae.decode` honours it like AutoencoderKL's.
     """
+
+    class_name: ClassVar[str] = "AutoencoderTiny"
+    ignored_keys: ClassVar[tuple[str, ...]] = ("block_out_channels",)
 
     in_channels: int = 3
     out_channels: int = 3
@@ -115,24 +116,11 @@ class AutoencoderTinyConfig:
         """How many image pixels the decoder makes of one latent pixel along each axis."""
         return self.upsampling_scaling_factor ** (len(self.decoder_block_out_channels) - 1)
 
-    def replace(self, **changes: Any) -> "AutoencoderTinyConfig":
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
-
-    # diffusers' config.json ---------------------------------------------------------------------------------------
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], **overrides: Any) -> "AutoencoderTinyConfig":
-        """Builds a config from diffusers' `config.json` contents. Keys starting with `_` are ignored, and so is
-        `block_out_channels` (the copy of `decoder_block_out_channels` diffusers writes), which must then agree."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        kwargs = {name: value for name, value in data.items() if name in known}
-        unknown = sorted(name for name in data if name not in known and not name.startswith("_"))
-        unknown = [name for name in unknown if name != "block_out_channels"]
-        if unknown:
-            raise ValueError(f"unknown AutoencoderTiny config keys: {unknown}")
-        kwargs.update(overrides)
-        config = cls(**kwargs)
+        """diffusers' `config.json` contents -> the config; its `block_out_channels` (the copy of
+        `decoder_block_out_channels` diffusers writes) must agree."""
+        config = super().from_dict(data, **overrides)
         copy = data.get("block_out_channels")
         overridden = "decoder_block_out_channels" in overrides
         if copy is not None and not overridden and _tuple(copy) != config.block_out_channels:
@@ -143,17 +131,4 @@ class AutoencoderTinyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The diffusers `config.json` contents (with the `block_out_channels` copy diffusers writes)."""
-        data: dict[str, Any] = {"_class_name": "AutoencoderTiny", "_diffusers_version": "0.42.1"}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            data[field.name] = list(value) if isinstance(value, tuple) else value
-        data["block_out_channels"] = list(self.block_out_channels)
-        return data
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> "AutoencoderTinyConfig":
-        """Reads diffusers' `config.json`; errors name the file."""
-        return read_config_file(path, lambda data: cls.from_dict(data, **overrides))
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        return {**super().to_dict(), "block_out_channels": list(self.block_out_channels)}
