@@ -3,6 +3,7 @@
 import copy
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -83,3 +84,11 @@ def test_bfloat16_compute_stays_close_to_float32_and_to_diffusers(saved, model):
     error = np.abs(low - expected).max() / max(1.0, np.abs(expected).max())
     assert error < 0.1
     assert error > 1e-4  # ... and it did compute in bfloat16
+
+
+@pytest.mark.parametrize("option", ["dtype", "param_dtype"])
+def test_constructors_refuse_non_floating_dtypes(option):
+    with pytest.raises(ValueError, match=f"{option}=int8 must be a floating dtype"):
+        eqx_vae.AutoencoderKL(tiny_config(), **{option: "int8"}, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=f"{option}=int8 must be a floating dtype"):
+        eqx_vae.Conv2d(4, 4, 3, **{option: "int8"}, key=jax.random.key(0))

@@ -25,7 +25,7 @@ from ..models import (
 from ..models._config import read_json_object
 from ..models._families import FAMILIES, config_from_json_file
 from ..models._presets import family_from_names
-from ..models._transforms import float_dtype
+from ..nn._dtypes import float_dtype
 from ._files import PICKLE_SUFFIXES, open_pickle, open_safetensors
 from ._format_diffusers import (
     CONFIG_NAME,

@@ -24,7 +24,7 @@ from ..models import (
     with_compute_dtype,
 )
 from ..models._families import family_of
-from ..models._transforms import float_dtype
+from ..nn._dtypes import float_dtype
 
 
 @dataclasses.dataclass(frozen=True)

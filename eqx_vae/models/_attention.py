@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..nn import GroupNorm, Linear, dot_product_attention
+from ..nn._dtypes import float_dtype
 from ..nn._spatial import gather_bands
 from ._resnet import RESNET_EPS
 
@@ -55,7 +56,7 @@ class AttentionBlock(eqx.Module):
         self.to_v = Linear(channels, channels, **dtypes, key=keys[2])
         self.to_out = [Linear(channels, channels, **dtypes, key=keys[3])]
         self.heads = heads
-        self.dtype = jnp.dtype(dtype or jnp.float32)
+        self.dtype = float_dtype(dtype)
         self.query_chunk_size = query_chunk_size
         self.spatial_axis = None
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ..nn import Conv2d
+from ..nn._dtypes import float_dtype
 from ._abstract import AbstractAutoencoderKL
 from ._decoder import Decoder
 from ._encoder import Encoder
@@ -41,7 +42,7 @@ class LatentBatchNorm(eqx.Module):
     def __init__(
         self, channels: int, eps: float, momentum: float, *, param_dtype: jnp.dtype | str | None = None
     ):
-        param_dtype = jnp.dtype(param_dtype or jnp.float32)
+        param_dtype = float_dtype(param_dtype, "param_dtype")
         self.running_mean = jnp.zeros((channels,), param_dtype)
         self.running_var = jnp.ones((channels,), param_dtype)
         self.num_batches_tracked = jnp.zeros((), jnp.int32)

@@ -12,22 +12,10 @@ import jax
 import jax.numpy as jnp
 
 from ..nn import AbstractConvBackend, Conv2d, GroupNorm, Linear
+from ..nn._dtypes import float_dtype
 from ._attention import AttentionBlock
 from ._decoder import Decoder
 from ._encoder import Encoder
-
-FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
-
-
-def float_dtype(dtype, what: str = "dtype") -> jnp.dtype:
-    """`dtype` as a floating `jnp.dtype`, or a ValueError naming `what`."""
-    try:
-        resolved = jnp.dtype(dtype)
-    except TypeError as error:
-        raise ValueError(f"{what}={dtype!r} is not a dtype") from error
-    if resolved.name not in FLOAT_DTYPES:
-        raise ValueError(f"{what}={resolved.name} must be a floating dtype, one of {FLOAT_DTYPES}")
-    return resolved
 
 
 def _replace_fields(tree, types: tuple[type, ...], **changes):

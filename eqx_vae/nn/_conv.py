@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._conv_backends import AbstractConvBackend, XlaConv, upsample_nearest_2x
+from ._dtypes import float_dtype
 from ._init import torch_default_init
 from ._spatial import halo_pad
 
@@ -44,13 +45,13 @@ class Conv2d(eqx.Module):
         key: PRNGKeyArray,
     ):
         shape = (out_channels, in_channels, kernel_size, kernel_size)
-        param_dtype = jnp.dtype(param_dtype or jnp.float32)
+        param_dtype = float_dtype(param_dtype, "param_dtype")
         self.weight, bias = torch_default_init(key, shape, in_channels * kernel_size**2, param_dtype)
         self.bias = bias if use_bias else None
         self.backend = XlaConv()
         self.stride = stride
         self.padding = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
-        self.dtype = jnp.dtype(dtype or jnp.float32)
+        self.dtype = float_dtype(dtype)
         self.spatial_axis = None
 
     def _run(self, method: Callable, x: Array, **options) -> Array:

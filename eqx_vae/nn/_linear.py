@@ -4,6 +4,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._dtypes import float_dtype
 from ._init import torch_default_init
 
 
@@ -23,9 +24,9 @@ class Linear(eqx.Module):
         param_dtype: jnp.dtype | str | None = None,
         key: PRNGKeyArray,
     ):
-        param_dtype = jnp.dtype(param_dtype or jnp.float32)
+        param_dtype = float_dtype(param_dtype, "param_dtype")
         self.weight, self.bias = torch_default_init(key, (out_features, in_features), in_features, param_dtype)
-        self.dtype = jnp.dtype(dtype or jnp.float32)
+        self.dtype = float_dtype(dtype)
 
     def __call__(self, x: Float[Array, "*batch in_features"]) -> Float[Array, "*batch out_features"]:
         out = x.astype(self.dtype) @ self.weight.astype(self.dtype).T

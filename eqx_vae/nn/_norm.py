@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._dtypes import float_dtype
 from ._spatial import mean_over_bands
 
 
@@ -33,12 +34,12 @@ class GroupNorm(eqx.Module):
     ):
         if channels % groups:
             raise ValueError(f"GroupNorm: {channels} channels do not split into {groups} groups")
-        param_dtype = jnp.dtype(param_dtype or jnp.float32)
+        param_dtype = float_dtype(param_dtype, "param_dtype")
         self.weight = jnp.ones((channels,), param_dtype)
         self.bias = jnp.zeros((channels,), param_dtype)
         self.groups = groups
         self.eps = eps
-        self.dtype = jnp.dtype(dtype or jnp.float32)
+        self.dtype = float_dtype(dtype)
         self.spatial_axis = None
 
     def _mean(self, x: Array) -> Array:
