@@ -1,13 +1,17 @@
 """Test configuration: 8 host CPU devices (for the sharding tests), rank promotion raises, shared small models."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 # Must happen before JAX starts its CPU backend: the device count is fixed then. The other tests use device 0.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 
 # The CLI keeps compiled programs in a user cache folder; the CLI runs of the tests keep theirs in a temporary one.
-os.environ.setdefault("EQX_VAE_CACHE_DIR", tempfile.mkdtemp(prefix="eqx-vae-test-cache-"))
+if "EQX_VAE_CACHE_DIR" not in os.environ:
+    os.environ["EQX_VAE_CACHE_DIR"] = tempfile.mkdtemp(prefix="eqx-vae-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["EQX_VAE_CACHE_DIR"], ignore_errors=True)
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
