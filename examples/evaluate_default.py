@@ -1,9 +1,15 @@
-"""Held-out PSNR and SSIM of the shipped default model, next to a bicubic 8x down/up-sampling baseline.
+"""Held-out PSNR, SSIM and chroma retention of the default model (or any model folder), next to bicubic 8x.
 
-The held-out pictures are scikit-image's `astronaut.png` (512x512) and `coffee.png` (400x600), at full size; neither
-was in the training crops. Metrics come from `skimage.metrics` on the 8-bit images (SSIM over RGB channels).
+The held-out pictures are scikit-image's `astronaut.png` (512x512) and `coffee.png` (400x600), and matplotlib's
+`grace_hopper.jpg` (512x600) where matplotlib ships its sample data; none of them was in the training data. They are
+used whole, cropped to a multiple of 8. Metrics come from `skimage.metrics` on the 8-bit images (SSIM over the RGB
+channels). Chroma retention is the std of the reconstruction's chroma (each pixel minus its channel mean) over the
+original's: 1 keeps the colours' strength, below 1 washes them out. The baseline shrinks each picture 8 times and
+enlarges it back, both with Pillow's bicubic filter. The grey test reconstructs a grey version of the astronaut and
+reports the mean |chroma| of the result in [0, 1] units (0 for a model that keeps grey pictures grey).
 
-    python examples/evaluate_default.py [--json examples/assets/default_model_metrics.json]
+    python examples/evaluate_default.py                                   # the shipped model
+    python examples/evaluate_default.py --model old=/tmp/old --model new=/tmp/run/model --json metrics.json
 """
 
 import argparse
@@ -16,44 +22,64 @@ import numpy as np
 import eqx_vae
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_default import HELD_OUT, evaluate, skimage_data_dir  # noqa: E402
+from train_default import evaluate, held_out_files, image_metrics, load_cropped, to_uint8  # noqa: E402
+
+
+def bicubic_round_trip(image: np.ndarray, factor: int = 8) -> np.ndarray:
+    """A `(3, h, w)` image in [-1, 1] shrunk `factor` times and enlarged back (Pillow bicubic), as `(h, w, 3)` uint8."""
+    from PIL import Image
+
+    pixels = Image.fromarray(to_uint8(image))
+    small = pixels.resize((pixels.width // factor, pixels.height // factor), Image.BICUBIC)
+    return np.asarray(small.resize(pixels.size, Image.BICUBIC))
 
 
 def bicubic_baseline(path: str, factor: int = 8) -> dict[str, float]:
-    """The same metrics for the picture shrunk `factor` times and enlarged back with bicubic filtering."""
-    from PIL import Image
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    """PSNR, SSIM and chroma retention of the bicubic `factor`x round trip of a picture (cropped to a multiple of 8)."""
+    image = load_cropped(path)
+    return image_metrics(to_uint8(image), bicubic_round_trip(image, factor))
 
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        width, height = (image.width // 8) * 8, (image.height // 8) * 8
-        image = image.crop((0, 0, width, height))
-        back = image.resize((width // factor, height // factor), Image.BICUBIC).resize((width, height), Image.BICUBIC)
-        original, back = np.asarray(image), np.asarray(back)
-    return {
-        "psnr_db": float(peak_signal_noise_ratio(original, back, data_range=255)),
-        "ssim": float(structural_similarity(original, back, channel_axis=2, data_range=255)),
-    }
+
+def table(columns: dict[str, dict]) -> str:
+    """A markdown table: one row per picture and metric, one column per model (or baseline)."""
+    names = list(columns)
+    pictures = [key for key, value in next(iter(columns.values())).items() if isinstance(value, dict)]
+    lines = ["| picture | metric | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for picture in pictures:
+        for metric, label, digits in (("psnr_db", "PSNR (dB)", 2), ("ssim", "SSIM", 3), ("chroma_retention",
+                                                                                          "chroma retention", 2)):
+            cells = [f"{columns[name][picture][metric]:.{digits}f}" for name in names]
+            lines.append(f"| {picture} | {label} | " + " | ".join(cells) + " |")
+    cells = [
+        f"{columns[name]['grey_mean_abs_chroma']:.4f}" if "grey_mean_abs_chroma" in columns[name] else "0 (exact)"
+        for name in names
+    ]
+    lines.append("| astronaut, grey | mean abs chroma | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        metavar="[NAME=]FOLDER",
+        help="a model folder to evaluate (repeatable); default: the shipped default model",
+    )
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
     args = parser.parse_args(argv)
-    model = eqx_vae.load_default()
-    files = [os.path.join(skimage_data_dir(), name) for name in HELD_OUT]
-    results = evaluate(model, files)
-    for path in files:
-        name = os.path.basename(path)
-        results[name]["bicubic_8x"] = bicubic_baseline(path)
-        ours, baseline = results[name], results[name]["bicubic_8x"]
-        print(
-            f"{name} ({ours['width']}x{ours['height']}): default model PSNR {ours['psnr_db']:.2f} dB, "
-            f"SSIM {ours['ssim']:.4f} | bicubic 8x PSNR {baseline['psnr_db']:.2f} dB, SSIM {baseline['ssim']:.4f}"
-        )
+    files = held_out_files()
+    columns = {}
+    for spec in args.model or ["default model=" + eqx_vae.checkpoints.default_model_path()]:
+        name, _, folder = spec.rpartition("=")
+        model = eqx_vae.from_pretrained(folder, dtype="float32")
+        columns[name or folder] = evaluate(model, files)
+    columns["bicubic 8x"] = {os.path.basename(path): bicubic_baseline(path) for path in files}
+    print(table(columns))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as file:
-            json.dump(results, file, indent=2)
+            json.dump(columns, file, indent=2)
             file.write("\n")
 
 

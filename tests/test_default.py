@@ -1,9 +1,9 @@
-"""The default model that ships in the package: loads offline, is small, is a real diffusers checkpoint, and
-reconstructs a held-out picture better than a bicubic baseline computed here.
+"""The default model that ships in the package: loads offline, is small, is a real diffusers checkpoint,
+reconstructs a held-out picture better than a bicubic baseline computed here, and keeps its colours.
 
-The baseline is bicubic down- and up-sampling by 16x. The stronger baseline at the model's own 8x factor is NOT
-beaten: the model was trained for under two hours on 2 shared CPU cores (see examples/evaluate_default.py for both
-numbers)."""
+The baseline is bicubic down- and up-sampling by 16x. The stronger baseline at the model's own 8x factor is beaten
+on the full-size astronaut but not on coffee.png (see examples/evaluate_default.py for the numbers), so it is not
+asserted."""
 
 import json
 import os
@@ -66,6 +66,15 @@ def test_reconstructs_held_out_image_better_than_bicubic(model):
     untrained = eqx_vae.AutoencoderKL(model.config, key=jax.random.key(0))
     untrained_psnr = psnr(image, np.asarray(eqx_vae.reconstruct(untrained, jnp.asarray(image[None]))[0]))
     assert ours > untrained_psnr + 5.0, f"default model {ours:.2f} dB vs untrained {untrained_psnr:.2f} dB"
+
+
+def test_keeps_colour(model):
+    """The reconstruction of the held-out picture has at least 0.8 of the original's chroma (colour minus grey)."""
+    image = read_image(sample_image_path())
+    reconstruction = np.asarray(eqx_vae.reconstruct(model, jnp.asarray(image[None]))[0])
+    chroma = lambda x: x - x.mean(axis=0, keepdims=True)  # noqa: E731
+    retention = float(np.std(chroma(reconstruction)) / np.std(chroma(image)))
+    assert retention > 0.8, f"chroma retention {retention:.2f}"
 
 
 def test_load_default_dtype():
