@@ -1,15 +1,22 @@
-"""Speed, compile time, memory and agreement of eqx_vae against diffusers' PyTorch AutoencoderKL on this CPU.
+"""Speed, compile time, memory and agreement of eqx_vae against diffusers' PyTorch AutoencoderKL on this CPU, and
+against the Flax VAE it replaces (diffusers 0.35.2's FlaxAutoencoderKL, run in its own venv).
 
 One random diffusers AutoencoderKL with the Stable Diffusion VAE's shape (block_out_channels (128, 256, 512, 512),
 layers_per_block 2, latent 4, 32 norm groups) is saved with `save_pretrained` and loaded with
-`eqx_vae.from_pretrained`, so both frameworks run the same weights on the same input (batch 1).
+`eqx_vae.from_pretrained` (and by the Flax peer with `FlaxAutoencoderKL.from_pretrained(..., from_pt=True)`), so all
+frameworks run the same weights on the same input (batch 1).
 
-Timing: runs are interleaved pair by pair (ours, torch, ours, torch, ...), the ratio ours/torch is computed per pair,
-and the table reports medians. The first eqx_vae call (trace + compile + run) is reported on its own. Peak memory is
-the RSS high-water mark of a fresh subprocess per framework that loads the model and runs the operation once (see
-`bench_speed_memory.py`), plus XLA's own `memory_analysis` of the compiled function.
+Timing: runs are interleaved (ours, torch, Flax, ours, torch, Flax, ...), the ratios ours/torch and ours/Flax are
+computed per repetition, and the table reports medians. The first eqx_vae and Flax calls (trace + compile + run) are
+reported on their own. Peak memory is the RSS high-water mark of a fresh subprocess per framework that loads the
+model and runs the operation once (see `bench_speed_memory.py`), plus XLA's own `memory_analysis` of the compiled
+function.
+
+The Flax peer runs when its venv exists: `examples/benchmarks/make_flax_peer_venv.sh` makes it at the default place,
+`--flax-python` names another venv's python, `--no-flax` skips it.
 
     python examples/benchmarks/bench_speed.py --sizes 256 --dtypes float32 bfloat16 --out speed.json
+    python examples/benchmarks/bench_speed.py --sizes 256 --flax-python ~/.cache/eqx_vae/flax-peer-venv/bin/python
     python examples/benchmarks/plot_speed.py speed.json examples/benchmarks/speed.png
 
 GFLOP per call (multiply-add = 2 FLOP): encode 270.6 and decode 620.0 at 256x256; both scale with the pixel count.
@@ -17,6 +24,7 @@ Needs the `torch` extra: `pip install "eqx_vae[torch]"`.
 """
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -31,6 +39,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))  # the tests' random-weights helper
+sys.path.insert(0, HERE)  # flax_peer
 GFLOP_AT_256 = {"encode": 270.6, "decode": 620.0}
 
 
@@ -38,19 +47,35 @@ def gflop(op: str, size: int) -> float:
     return GFLOP_AT_256[op] * (size / 256) ** 2
 
 
+def vector_flags(flags: list[str]) -> list[str]:
+    return sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma")))
+
+
 def machine_description() -> dict:
+    """Platform, CPU model and its vector extensions (AVX2, FMA, AVX-512, AMX)."""
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in lscpu.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "Model name":
-                info["cpu"] = value.strip()
-            if key.strip() == "Flags":
-                flags = value.split()
-                info["isa"] = sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma")))
-    except (OSError, subprocess.CalledProcessError):
+    try:  # the first processor's entry; lscpu can cut its flags line short
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and "cpu" not in info:
+                    info["cpu"] = value.strip()
+                if key.strip() == "flags":
+                    info["isa"] = vector_flags(value.split())
+                    break
+    except OSError:
         pass
+    if "cpu" not in info or "isa" not in info:
+        try:
+            lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+            for line in lscpu.splitlines():
+                key, _, value = line.partition(":")
+                if key.strip() == "Model name":
+                    info.setdefault("cpu", value.strip())
+                if key.strip() == "Flags":
+                    info.setdefault("isa", vector_flags(value.split()))
+        except (OSError, subprocess.CalledProcessError):
+            pass
     return info
 
 
@@ -90,7 +115,8 @@ def measure_memory(framework: str, op: str, size: int, dtype: str, directory: st
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def bench_one(args, reference_fp32, directory: str, size: int, dtype: str) -> list[dict]:
+def bench_one(args, reference_fp32, directory: str, size: int, dtype: str, peer=None) -> list[dict]:
+    """Rows for each op at one size and dtype; `peer` (a FlaxPeer or None) adds the Flax figures."""
     import jax
     import jax.numpy as jnp
     import torch
@@ -103,6 +129,8 @@ def bench_one(args, reference_fp32, directory: str, size: int, dtype: str) -> li
     backend = eqx_vae.WinogradConv() if args.conv_algorithm == "winograd" else eqx_vae.XlaConv()
     ours = eqx_vae.with_conv_backend(ours, backend)
     ours_fp32 = ours if dtype == "float32" else eqx_vae.from_pretrained(directory)  # direct convs
+    if peer is not None:
+        peer.load(directory, dtype)
     latent = size // 8
     rng = np.random.default_rng(size)
     inputs = {
@@ -133,13 +161,19 @@ def bench_one(args, reference_fp32, directory: str, size: int, dtype: str) -> li
 
         first_call, out_ours = timed(run_ours)
         torch_first, out_torch = timed(run_torch)  # warm-up (oneDNN primitive creation)
-        ours_times, torch_times, ratios = [], [], []
+        if peer is not None:
+            flax_first, out_flax, _ = peer.run(op, x_np)
+        ours_times, torch_times, ratios, flax_times, ratios_flax = [], [], [], [], []
         for _ in range(args.repeats):
             t_ours, _ = timed(run_ours)
             t_torch, _ = timed(run_torch)
             ours_times.append(t_ours)
             torch_times.append(t_torch)
             ratios.append(t_ours / t_torch)
+            if peer is not None:
+                t_flax, _, _ = peer.run(op, x_np)
+                flax_times.append(t_flax)
+                ratios_flax.append(t_ours / t_flax)
         out_ours = np.asarray(jnp.asarray(out_ours, jnp.float32))
         out_torch = out_torch.float().numpy()
         row = dict(
@@ -160,6 +194,15 @@ def bench_one(args, reference_fp32, directory: str, size: int, dtype: str) -> li
         )
         row["ours_gflops"] = row["gflop"] / row["ours_s"]
         row["torch_gflops"] = row["gflop"] / row["torch_s"]
+        if peer is not None:
+            row.update(
+                flax_first_call_s=flax_first,
+                flax_s=statistics.median(flax_times),
+                ratio_flax=statistics.median(ratios_flax),
+                flax_times_s=flax_times,
+                ratios_flax=ratios_flax,
+                max_abs_diff_ours_vs_flax=float(np.abs(out_ours - out_flax).max()),
+            )
         if dtype != "float32":
             if op == "encode":
                 fp32 = eqx_vae.encode(ours_fp32, jnp.asarray(x_np)).mean
@@ -174,6 +217,8 @@ def bench_one(args, reference_fp32, directory: str, size: int, dtype: str) -> li
                     else reference_fp32.decode(torch.from_numpy(x_np)).sample
                 ).numpy()
             row["torch_psnr_vs_torch_fp32_db"] = psnr(out_torch, torch_fp32)
+            if peer is not None:  # eqx_vae's float32 result stands in for Flax's own (they agree to float32 noise)
+                row["flax_psnr_vs_ours_fp32_db"] = psnr(out_flax, fp32)
         if args.memory:
             row["memory_ours"] = measure_memory("ours", op, size, dtype, directory, args.conv_algorithm)
             row["memory_torch"] = measure_memory("torch", op, size, dtype, directory, args.conv_algorithm)
@@ -192,18 +237,23 @@ def format_row(row: dict) -> str:
         memory = " | - | - | -"
     quality = f"{row['max_abs_diff_vs_torch']:.2e}"
     if "ours_psnr_vs_ours_fp32_db" in row:
-        quality += f" (PSNR {row['ours_psnr_vs_ours_fp32_db']:.1f} dB; torch {row['torch_psnr_vs_torch_fp32_db']:.1f})"
+        quality += f" (PSNR {row['ours_psnr_vs_ours_fp32_db']:.1f} dB; torch {row['torch_psnr_vs_torch_fp32_db']:.1f}"
+        if "flax_psnr_vs_ours_fp32_db" in row:
+            quality += f"; Flax {row['flax_psnr_vs_ours_fp32_db']:.1f}"
+        quality += ")"
+    flax = f"{row['flax_s']:.3f} | **{row['ratio_flax']:.2f}x**" if "flax_s" in row else "- | -"
     return (
         f"| {row['op']} | {row['size']} | {row['dtype']} | {row['ours_s']:.3f} | {row['torch_s']:.3f} "
-        f"| **{row['ratio']:.2f}x** | {row['ours_gflops']:.0f} | {row['torch_gflops']:.0f} "
+        f"| **{row['ratio']:.2f}x** | {flax} | {row['ours_gflops']:.0f} | {row['torch_gflops']:.0f} "
         f"| {row['ours_first_call_s']:.2f}{memory} | {quality} |"
     )
 
 
 HEADER = (
-    "| op | size | dtype | eqx_vae s | torch s | ratio (pairwise median) | eqx_vae GFLOP/s | torch GFLOP/s "
-    "| eqx_vae first call s | eqx_vae peak RSS MiB | torch peak RSS MiB | XLA temp MiB | max abs diff vs torch |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| op | size | dtype | eqx_vae s | torch s | ratio (pairwise median) | Flax s | ratio to Flax | eqx_vae GFLOP/s "
+    "| torch GFLOP/s | eqx_vae first call s | eqx_vae peak RSS MiB | torch peak RSS MiB | XLA temp MiB "
+    "| max abs diff vs torch |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -222,8 +272,20 @@ def main(argv=None) -> None:
         choices=["direct", "winograd"],
         help="eqx_vae's conv algorithm (winograd: convs as matmuls)",
     )
+    parser.add_argument(
+        "--flax-python",
+        default=None,
+        help="python of the Flax peer venv (default: the one make_flax_peer_venv.sh makes, if it exists)",
+    )
+    parser.add_argument("--no-flax", dest="flax", action="store_false", help="skip the Flax peer")
     parser.add_argument("--out", default=None, help="write all figures (and the raw times) to this JSON file")
     args = parser.parse_args(argv)
+    from flax_peer import FlaxPeer, default_python
+
+    if not args.flax:
+        args.flax_python = None
+    elif args.flax_python is None:
+        args.flax_python = default_python()
 
     try:
         import diffusers  # noqa: F401
@@ -240,14 +302,19 @@ def main(argv=None) -> None:
     machine = machine_description()
     machine.update(jax=jax.__version__, torch=torch.__version__, torch_threads=torch.get_num_threads())
     machine["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+    peer = FlaxPeer(args.flax_python) if args.flax_python else None
+    if peer is not None:
+        machine["flax_peer"] = peer.versions()
+    elif args.flax:
+        print("no Flax peer venv: make it with examples/benchmarks/make_flax_peer_venv.sh", flush=True)
     print(f"machine: {machine}", flush=True)
     rows = []
-    with tempfile.TemporaryDirectory() as directory:
+    with tempfile.TemporaryDirectory() as directory, peer or contextlib.nullcontext():
         reference = build_reference(directory, args.seed)
         print(HEADER, flush=True)
         for size in args.sizes:
             for dtype in args.dtypes:
-                rows.extend(bench_one(args, reference, directory, size, dtype))
+                rows.extend(bench_one(args, reference, directory, size, dtype, peer))
                 if args.out:  # after every group, so a long run that is cut short still leaves its figures
                     with open(args.out, "w") as file:
                         json.dump({"machine": machine, "args": vars(args), "rows": rows}, file, indent=1)
