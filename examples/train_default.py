@@ -36,6 +36,15 @@ earlier default model, the fourth continues from it with the colour data and los
 
 Why these stages, and what was tried besides: `docs/default_model.md`.
 
+On a GPU machine (jax with CUDA, optax, scikit-image, pillow, safetensors and beartype; tqdm and matplotlib are
+optional; an offline machine installs missing ones from wheels carried along, `pip install --no-index wheels/*`),
+one command continues from the shipped model for 8 minutes with bigger batches and writes the result to a folder of your choice:
+
+    PYTHONPATH=. python examples/train_default.py --init eqx_vae/default --output "$OUT/model" --crop 256 384 \
+        --batch-size 32 --mse-weight 2 --chroma-weight 2 --dead-leaves 48 --group-weights 0.5 0.35 0.15 \
+        --rescale 0.5 --learning-rate 2e-4 --warmup-steps 50 --steps 4000 --max-minutes 8 --ema-decay 0.999 \
+        --evaluate-every 2 --checkpoint-every 250
+
 `--init FOLDER` continues from a checkpoint (fresh adam state and schedule); `--norm-groups` loads its weights under
 another GroupNorm grouping.
 
@@ -254,6 +263,39 @@ def make_step(optimiser, kl_weight: float, mse_weight: float, chroma_weight: flo
     return step
 
 
+@eqx.filter_jit
+def moving_average(average, model, decay: float):
+    """`decay * average + (1 - decay) * model`, leaf by leaf over the arrays."""
+    arrays, static = eqx.partition(model, eqx.is_array)
+    mixed = jax.tree.map(lambda a, m: decay * a + (1 - decay) * m, eqx.filter(average, eqx.is_array), arrays)
+    return eqx.combine(mixed, static)
+
+
+def progress_bar(steps: int):
+    """`range(1, steps + 1)` with a tqdm progress bar where tqdm is installed (the step lines are printed anyway)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _PlainRange(steps)
+    return tqdm(range(1, steps + 1), mininterval=10, smoothing=0.05)
+
+
+class _PlainRange:
+    """The part of tqdm's interface the training loop uses, without a bar."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def __iter__(self):
+        return iter(range(1, self.steps + 1))
+
+    def set_postfix_str(self, text: str, refresh: bool = False) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """A `(3, height, width)` image in [-1, 1] -> `(height, width, 3)` uint8, clipped and rounded."""
     pixels = np.clip((np.asarray(image, np.float32) + 1.0) * 127.5, 0.0, 255.0)
@@ -405,10 +447,15 @@ def main(argv=None):
     parser.add_argument(
         "--norm-groups", type=int, default=None, help="GroupNorm groups (default: the --init model's, else the default)"
     )
+    parser.add_argument(
+        "--ema-decay",
+        type=float,
+        default=None,
+        help="evaluate and save an exponential moving average of the weights with this decay per step (e.g. 0.995)",
+    )
     args = parser.parse_args(argv)
 
     import optax
-    from tqdm import tqdm
 
     files = training_files()
     if args.colour_only:
@@ -454,12 +501,16 @@ def main(argv=None):
     running = None
     done = 0
     minutes = 0.0
-    bar = tqdm(range(1, args.steps + 1), mininterval=10, smoothing=0.05)
+    ema = model if args.ema_decay is not None else None
+    bar = progress_bar(args.steps)
     for done in bar:
         key, step_key = jax.random.split(key)
         crop = args.crop[(done - 1) % len(args.crop)]
         images = jnp.asarray(sampler.batch(batch_sizes[crop], crop))
         model, opt_state, loss, l1, kl = step(model, opt_state, images, step_key)
+        if ema is not None:
+            ema = moving_average(ema, model, args.ema_decay)
+        kept = model if ema is None else ema  # what is evaluated and saved
         l1 = float(l1)
         running = l1 if running is None else 0.98 * running + 0.02 * l1
         minutes = (time.perf_counter() - start) / 60
@@ -471,15 +522,16 @@ def main(argv=None):
         out_of_time = args.max_minutes is not None and minutes > args.max_minutes
         stop = out_of_time or done == args.stop_after
         if done % args.checkpoint_every == 0 or done == args.steps or stop:
-            save(model, args.output, args.save_dtype, dict(info, steps_done=done, minutes=round(minutes, 2)))
+            save(kept, args.output, args.save_dtype, dict(info, steps_done=done, minutes=round(minutes, 2)))
         if args.evaluate_every is not None and time.perf_counter() - last_evaluation > 60 * args.evaluate_every:
-            print(f"step {done:5d}  held-out {summary(evaluate(model))}  {minutes:5.1f} min", flush=True)
+            print(f"step {done:5d}  held-out {summary(evaluate(kept))}  {minutes:5.1f} min", flush=True)
             last_evaluation = time.perf_counter()
         if stop:
             reason = f"the {args.max_minutes}-minute budget is spent" if out_of_time else "--stop-after"
             print(f"stopping after {done} steps: {reason}")
             break
     bar.close()
+    model = model if ema is None else ema
     scaling_factor = round(calibrate_scaling_factor(model, sampler, max(args.crop)), 5)
     model = reload_under_config(model, model.config.replace(scaling_factor=scaling_factor))
     print(f"scaling_factor (1 / latent std): {scaling_factor}")
