@@ -10,6 +10,7 @@ reports the mean |chroma| of the result in [0, 1] units (0 for a model that keep
 
     python examples/evaluate_default.py                                   # the shipped model
     python examples/evaluate_default.py --model old=/tmp/old --model new=/tmp/run/model --json metrics.json
+    python examples/evaluate_default.py --model old=/tmp/old --model new=eqx_vae/default --figure comparison.png
 """
 
 import argparse
@@ -22,7 +23,14 @@ import numpy as np
 import eqx_vae
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_default import evaluate, held_out_files, image_metrics, load_cropped, to_uint8  # noqa: E402
+from train_default import (  # noqa: E402
+    evaluate,
+    held_out_files,
+    image_metrics,
+    load_cropped,
+    reconstruct8,
+    to_uint8,
+)
 
 
 def bicubic_round_trip(image: np.ndarray, factor: int = 8) -> np.ndarray:
@@ -46,8 +54,11 @@ def table(columns: dict[str, dict]) -> str:
     pictures = [key for key, value in next(iter(columns.values())).items() if isinstance(value, dict)]
     lines = ["| picture | metric | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for picture in pictures:
-        for metric, label, digits in (("psnr_db", "PSNR (dB)", 2), ("ssim", "SSIM", 3), ("chroma_retention",
-                                                                                          "chroma retention", 2)):
+        for metric, label, digits in (
+            ("psnr_db", "PSNR (dB)", 2),
+            ("ssim", "SSIM", 3),
+            ("chroma_retention", "chroma retention", 2),
+        ):
             cells = [f"{columns[name][picture][metric]:.{digits}f}" for name in names]
             lines.append(f"| {picture} | {label} | " + " | ".join(cells) + " |")
     cells = [
@@ -56,6 +67,27 @@ def table(columns: dict[str, dict]) -> str:
     ]
     lines.append("| astronaut, grey | mean abs chroma | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def comparison_figure(models: dict[str, eqx_vae.AutoencoderKL], path: str, side: int = 256) -> None:
+    """A PNG grid: one row per held-out picture (a centred `side`-px square crop of the whole-picture results), one
+    column each for the original, bicubic 8x and every model, with a caption strip naming the columns."""
+    from PIL import Image, ImageDraw
+
+    rows = []
+    for picture in held_out_files()[:2]:
+        image = load_cropped(picture)
+        tiles = [to_uint8(image), bicubic_round_trip(image)] + [reconstruct8(m, image) for m in models.values()]
+        top, left = (image.shape[1] - side) // 2, (image.shape[2] - side) // 2
+        rows.append(np.concatenate([tile[top : top + side, left : left + side] for tile in tiles], axis=1))
+    grid = Image.fromarray(np.concatenate(rows, axis=0))
+    caption_height = 20
+    canvas = Image.new("RGB", (grid.width, grid.height + caption_height), "white")
+    canvas.paste(grid, (0, caption_height))
+    draw = ImageDraw.Draw(canvas)
+    for column, name in enumerate(["original", "bicubic 8x", *models]):
+        draw.text((column * side + 4, 4), name, fill="black")
+    canvas.save(path)
 
 
 def main(argv=None):
@@ -68,19 +100,23 @@ def main(argv=None):
         help="a model folder to evaluate (repeatable); default: the shipped default model",
     )
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
+    parser.add_argument("--figure", default=None, help="also write a side-by-side PNG of crops of the pictures")
     args = parser.parse_args(argv)
     files = held_out_files()
-    columns = {}
+    columns, models = {}, {}
     for spec in args.model or ["default model=" + eqx_vae.checkpoints.default_model_path()]:
         name, _, folder = spec.rpartition("=")
-        model = eqx_vae.from_pretrained(folder, dtype="float32")
-        columns[name or folder] = evaluate(model, files)
+        models[name or folder] = eqx_vae.from_pretrained(folder, dtype="float32")
+        columns[name or folder] = evaluate(models[name or folder], files)
     columns["bicubic 8x"] = {os.path.basename(path): bicubic_baseline(path) for path in files}
     print(table(columns))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as file:
             json.dump(columns, file, indent=2)
             file.write("\n")
+    if args.figure:
+        comparison_figure(models, args.figure)
+        print(f"wrote {args.figure}")
 
 
 if __name__ == "__main__":

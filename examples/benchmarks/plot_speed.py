@@ -1,4 +1,5 @@
-"""Bar chart of bench_speed.py's JSON: median seconds per call, eqx_vae next to diffusers torch.
+"""Bar chart of bench_speed.py's JSON: median seconds per call, eqx_vae next to diffusers torch (and the Flax VAE
+where the run had it).
 
     python examples/benchmarks/plot_speed.py direct.json [winograd.json ...] examples/benchmarks/speed.png
 
@@ -25,13 +26,19 @@ def plot(json_paths: list[str], png_path: str) -> None:
         rows.extend(dict(row, conv_algorithm=algorithm) for row in results["rows"])
     labels = [f"{row['op']}\n{row['size']}px {row['dtype']}\n{row['conv_algorithm']} convs" for row in rows]
     positions = range(len(rows))
-    width = 0.38
+    peers = [("ours_s", "eqx_vae (JAX)"), ("torch_s", "diffusers (torch)")]
+    if all("flax_s" in row for row in rows):
+        peers.append(("flax_s", "diffusers 0.35.2 Flax"))
+    width = 0.8 / len(peers)
     figure, axis = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4.2))
-    ours = axis.bar([p - width / 2 for p in positions], [row["ours_s"] for row in rows], width, label="eqx_vae (JAX)")
-    axis.bar([p + width / 2 for p in positions], [row["torch_s"] for row in rows], width, label="diffusers (torch)")
+    bars = []
+    for index, (key, label) in enumerate(peers):
+        offset = (index - (len(peers) - 1) / 2) * width
+        bars.append(axis.bar([p + offset for p in positions], [row[key] for row in rows], width, label=label))
+    ours = bars[0]
     for bar, row in zip(ours, rows, strict=True):
         axis.annotate(
-            f"{row['ratio']:.2f}x",
+            f"{row['ratio']:.2f}x" + (f"\n{row['ratio_flax']:.2f}x" if "ratio_flax" in row else ""),
             (bar.get_x() + bar.get_width() / 2, bar.get_height()),
             ha="center",
             va="bottom",
@@ -40,7 +47,8 @@ def plot(json_paths: list[str], png_path: str) -> None:
     axis.set_xticks(list(positions), labels, fontsize=8)
     axis.set_ylabel("median seconds per call (batch 1)")
     cpu = results.get("machine", {}).get("cpu", "CPU")
-    axis.set_title(f"SD-size VAE on {cpu} ({results.get('machine', {}).get('cpus', '?')} cores); label: ours/torch")
+    cores = results.get("machine", {}).get("cpus", "?")
+    axis.set_title(f"SD-size VAE on {cpu} ({cores} cores); labels: ours/torch, ours/Flax")
     axis.legend()
     figure.tight_layout()
     figure.savefig(png_path, dpi=120)
