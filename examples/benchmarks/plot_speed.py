@@ -44,6 +44,7 @@ def plot(json_paths: list[str], png_path: str) -> None:
             va="bottom",
             fontsize=8,
         )
+    axis.set_ylim(top=1.15 * max(row[key] for row in rows for key, _ in peers))  # room for the labels
     axis.set_xticks(list(positions), labels, fontsize=8)
     axis.set_ylabel("median seconds per call (batch 1)")
     cpu = results.get("machine", {}).get("cpu", "CPU")
