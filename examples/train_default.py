@@ -44,7 +44,8 @@ Why these stages, and what was tried besides: `docs/default_model.md`.
 
 On a GPU machine (jax with CUDA, optax, scikit-image, pillow, safetensors and beartype; tqdm and matplotlib are
 optional; an offline machine installs missing ones from wheels carried along, `pip install --no-index wheels/*`),
-one command continues from the shipped model for 8 minutes with bigger batches and writes the result to a folder of your choice:
+one command continues from the shipped model for 8 minutes with bigger batches and writes the result to a folder of
+your choice:
 
     PYTHONPATH=. python examples/train_default.py --init eqx_vae/default --output "$OUT/model" --crop 256 384 \
         --batch-size 32 --mse-weight 2 --chroma-weight 2 --dead-leaves 48 --group-weights 0.5 0.35 0.15 \

@@ -25,7 +25,6 @@ Needs the `torch` extra for the random models: `pip install "eqx_vae[torch]"`.
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -210,7 +209,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     import jax
     import jax.numpy as jnp
-    from bench_speed import machine_description
+    from bench_speed import machine_description, print_summary, write_results
     from flax_peer import FlaxPeer, default_python
 
     args.flax_python = args.flax_python or default_python()
@@ -235,13 +234,8 @@ def main(argv=None) -> None:
                     flush=True,
                 )
                 if args.out:
-                    with open(args.out, "w") as file:
-                        json.dump({"machine": machine, "args": vars(args), "rows": rows}, file, indent=1)
-    print("\n" + HEADER)
-    for row in rows:
-        print(format_row(row))
-    if args.out:
-        print(f"wrote {args.out}")
+                    write_results(args.out, machine, args, rows)
+    print_summary(HEADER, rows, format_row, args.out)
 
 
 if __name__ == "__main__":

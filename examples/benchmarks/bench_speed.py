@@ -257,6 +257,21 @@ HEADER = (
 )
 
 
+def write_results(path: str, machine: dict, args, rows: list[dict]) -> None:
+    """The machine, the options and every row (raw times included) as JSON."""
+    with open(path, "w") as file:
+        json.dump({"machine": machine, "args": vars(args), "rows": rows}, file, indent=1)
+
+
+def print_summary(header: str, rows: list[dict], format_row, out: str | None) -> None:
+    """The whole table again at the end of a run, where the progress lines no longer interleave with it."""
+    print("\n" + header)
+    for row in rows:
+        print(format_row(row))
+    if out:
+        print(f"wrote {out}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256], help="image sizes (square), e.g. 256 512")
@@ -316,13 +331,8 @@ def main(argv=None) -> None:
             for dtype in args.dtypes:
                 rows.extend(bench_one(args, reference, directory, size, dtype, peer))
                 if args.out:  # after every group, so a long run that is cut short still leaves its figures
-                    with open(args.out, "w") as file:
-                        json.dump({"machine": machine, "args": vars(args), "rows": rows}, file, indent=1)
-    print("\n" + HEADER)
-    for row in rows:
-        print(format_row(row))
-    if args.out:
-        print(f"wrote {args.out}")
+                    write_results(args.out, machine, args, rows)
+    print_summary(HEADER, rows, format_row, args.out)
 
 
 if __name__ == "__main__":
