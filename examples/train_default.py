@@ -197,16 +197,16 @@ class CropSampler:
     with probability proportional to area.
 
     Every crop is flipped left-right, upside-down and turned by 90 degrees with probability 1/2 each (augmentations
-    that keep colours). With `colour_jitter`, each crop also gets a random hue rotation and a saturation scale in
-    [0.8, 1.5].
+    that keep colours). With `colour_jitter`, crops also get a random hue rotation and a saturation scale in
+    [0.8, 1.5]; `colour_jitter` is the fraction of crops this happens to (True: all of them).
     """
 
-    def __init__(self, groups, seed: int, colour_jitter: bool = False):
+    def __init__(self, groups, seed: int, colour_jitter: float = 0.0):
         if groups and isinstance(groups[0], np.ndarray):  # one group of pictures
             groups = [(groups, 1.0)]
         self.groups = [(images, weight) for images, weight in groups if images and weight > 0]
         self.rng = np.random.default_rng(seed)
-        self.colour_jitter = colour_jitter
+        self.colour_jitter = float(colour_jitter)
 
     def one(self, crop: int) -> np.ndarray:
         weights = np.array([weight for _, weight in self.groups], np.float64)
@@ -226,7 +226,7 @@ class CropSampler:
             crop_ = crop_[:, ::-1, :]
         if self.rng.random() < 0.5:
             crop_ = np.rot90(crop_, axes=(1, 2))
-        if self.colour_jitter:
+        if self.colour_jitter and self.rng.random() < self.colour_jitter:
             crop_ = shift_colours(crop_, self.rng.uniform(0, 2 * np.pi), self.rng.uniform(0.8, 1.5))
         return crop_
 
@@ -436,7 +436,14 @@ def main(argv=None):
         "--chroma-weight", type=float, default=0.0, help="weight of an L1 term on the chroma (colour minus grey) error"
     )
     parser.add_argument("--luma-weight", type=float, default=0.0, help="weight of an L1 term on the luma error")
-    parser.add_argument("--colour-jitter", action="store_true", help="random hue rotation and saturation per crop")
+    parser.add_argument(
+        "--colour-jitter",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=0.0,
+        help="the fraction of crops given a random hue rotation and saturation (1 when given alone)",
+    )
     parser.add_argument("--dead-leaves", type=int, default=0, help="how many dead-leaves pictures to generate")
     parser.add_argument("--dead-leaves-side", type=int, default=384)
     parser.add_argument(
