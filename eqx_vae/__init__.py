@@ -67,6 +67,7 @@ from .models import with_param_dtype as with_param_dtype
 from .models import with_remat as with_remat
 from .models import with_spatial_axis as with_spatial_axis
 from .nn import AbstractConvBackend as AbstractConvBackend
+from .nn import AutoConv as AutoConv
 from .nn import Conv2d as Conv2d
 from .nn import GroupNorm as GroupNorm
 from .nn import Linear as Linear

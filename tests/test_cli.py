@@ -371,7 +371,7 @@ def test_conv_algorithm_option(capsys, images, tmp_path):
     from safetensors.numpy import load_file
 
     latents = {}
-    for algorithm in ("direct", "winograd"):
+    for algorithm in ("auto", "direct", "winograd"):
         out = tmp_path / f"{algorithm}.safetensors"
         options = ("--model", path, "--conv-algorithm", algorithm)
         status, _, _ = run(capsys, "encode", images / "rgb.png", "-o", out, *options)
@@ -379,6 +379,7 @@ def test_conv_algorithm_option(capsys, images, tmp_path):
         latents[algorithm] = load_file(out)["latents"]
     np.testing.assert_allclose(latents["winograd"], latents["direct"], rtol=1e-5, atol=1e-5)
     assert not np.array_equal(latents["winograd"], latents["direct"])  # a different computation, not the same one
+    np.testing.assert_array_equal(latents["auto"], latents["direct"])  # convs this small stay with XLA
     with pytest.raises(SystemExit) as exit_info:
         main(["encode", str(images), "-o", str(tmp_path / "x"), "--conv-algorithm", "fft"])
     assert exit_info.value.code == 2 and "fft" in capsys.readouterr().err

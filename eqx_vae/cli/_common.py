@@ -126,9 +126,10 @@ def model_and_run_options() -> argparse.ArgumentParser:
     )
     model.add_argument(
         "--conv-algorithm",
-        choices=("direct", "winograd"),
-        default="direct",
-        help="direct: XLA's convolutions, quick to compile (default); winograd: convs as matmuls, faster on CPU for "
+        choices=("auto", "direct", "winograd"),
+        default="auto",
+        help="auto: winograd for the convs large enough to repay its compile time on CPU, direct for the rest "
+        "(default); direct: XLA's convolutions, quick to compile; winograd: convs as matmuls, faster on CPU for "
         "many images of one size, slower to compile",
     )
     run = parent.add_argument_group("run options")
@@ -222,7 +223,7 @@ def load_model(
     name: str,
     *,
     dtype: str | None = None,
-    conv_algorithm: str = "direct",
+    conv_algorithm: str = "auto",
     allow_pickle: bool = False,
     config: str | None = None,
     variant: str | None = None,
@@ -230,7 +231,7 @@ def load_model(
     """`"default"` (the shipped model) or any checkpoint `eqx_vae.from_pretrained` reads."""
     from ..checkpoints import from_pretrained, load_default
     from ..models import with_conv_backend
-    from ..nn import WinogradConv
+    from ..nn import conv_backend_named
 
     if variant is not None and (name == "default" or os.path.isfile(name)):
         what = "the default model" if name == "default" else f"{name}, a single file"
@@ -239,7 +240,7 @@ def load_model(
         model = load_default(dtype)
     else:
         model = from_pretrained(name, dtype=dtype, allow_pickle=allow_pickle, config=config, variant=variant)
-    return with_conv_backend(model, WinogradConv()) if conv_algorithm == "winograd" else model
+    return with_conv_backend(model, conv_backend_named(conv_algorithm))
 
 
 def load_model_from_options(args: argparse.Namespace):

@@ -5,8 +5,10 @@ from ._attention import dot_product_attention as dot_product_attention
 from ._conv import Conv2d as Conv2d
 from ._conv import conv_layers as conv_layers
 from ._conv_backends import AbstractConvBackend as AbstractConvBackend
+from ._conv_backends import AutoConv as AutoConv
 from ._conv_backends import WinogradConv as WinogradConv
 from ._conv_backends import XlaConv as XlaConv
+from ._conv_backends import conv_backend_named as conv_backend_named
 from ._conv_backends import upsample_nearest_2x as upsample_nearest_2x
 from ._linear import Linear as Linear
 from ._norm import GroupNorm as GroupNorm

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._conv_backends import AbstractConvBackend, XlaConv, upsample_nearest_2x
+from ._conv_backends import AbstractConvBackend, AutoConv, upsample_nearest_2x
 from ._dtypes import float_dtype
 from ._init import torch_default_init
 from ._spatial import halo_pad
@@ -17,7 +17,8 @@ class Conv2d(eqx.Module):
     """A 2D convolution, weight `(out, in, kh, kw)` and bias `(out,)` as diffusers stores them.
 
     - `use_bias=False` leaves the bias out (`bias` is None), as `nn.Conv2d(..., bias=False)` does.
-    - `backend` computes it (`XlaConv` by default, `WinogradConv` for matmuls; see `AbstractConvBackend`).
+    - `backend` computes it (`AutoConv` by default, which picks `XlaConv` or `WinogradConv` per conv; see
+      `AbstractConvBackend`).
     - `dtype` is the compute dtype; the weights stay in the dtype they are stored in and are cast when it runs.
     - `spatial_axis`: when set, the image's rows are split over that mesh axis (inside `jax.shard_map`) and the
       zero rows of the padding are replaced by the neighbouring bands' rows.
@@ -48,7 +49,7 @@ class Conv2d(eqx.Module):
         param_dtype = float_dtype(param_dtype, "param_dtype")
         self.weight, bias = torch_default_init(key, shape, in_channels * kernel_size**2, param_dtype)
         self.bias = bias if use_bias else None
-        self.backend = XlaConv()
+        self.backend = AutoConv()
         self.stride = stride
         self.padding = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
         self.dtype = float_dtype(dtype)

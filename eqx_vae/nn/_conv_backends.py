@@ -1,4 +1,4 @@
-"""How a `Conv2d` computes: XLA's convolution, or channel-major matmuls with Winograd.
+"""How a `Conv2d` computes: XLA's convolution, channel-major matmuls with Winograd, or each where it pays.
 
 A backend is a module with no parameters that a `Conv2d` holds as its `backend` field. Every backend computes the
 same three things, the last two fused where it pays:
@@ -7,7 +7,8 @@ same three things, the last two fused where it pays:
 - `conv_of_activated(x, activation)`: the convolution of `activation(x)` (a resnet's norm -> activation -> conv);
 - `conv_of_upsampled(x)`: the convolution of the nearest-neighbour 2x upsampling of `x` (the decoder's upsamplers).
 
-Switch a loaded model with `eqx_vae.with_conv_backend(model, eqx_vae.WinogradConv())`.
+A model's convs use `AutoConv` unless told otherwise; switch a loaded model with
+`eqx_vae.with_conv_backend(model, eqx_vae.XlaConv())` (or `WinogradConv()`).
 """
 
 import abc
@@ -50,7 +51,7 @@ class AbstractConvBackend(eqx.Module):
 
 
 class XlaConv(AbstractConvBackend):
-    """XLA's convolution (`lax.conv_general_dilated`), channels-first. The default: quick to compile, exact."""
+    """XLA's convolution (`lax.conv_general_dilated`), channels-first: quick to compile, exact."""
 
     def conv(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> Output:
         return jax.lax.conv_general_dilated(
@@ -100,3 +101,57 @@ class WinogradConv(AbstractConvBackend):
         if _is_same_size_3x3(weight, stride, padding) and uses_matmuls(weight.shape):
             return upsample_conv3x3(jnp.pad(x, ((0, 0), (1, 1), (1, 1))), weight)
         return self.conv(upsample_nearest_2x(x), weight, stride=stride, padding=padding)
+
+
+def conv_gflop(weight_shape: tuple[int, ...], out_height: int, out_width: int) -> float:
+    """GFLOP of one conv of one image (a multiply-add counts 2)."""
+    out_channels, in_channels, kernel_height, kernel_width = weight_shape
+    return 2 * out_channels * in_channels * kernel_height * kernel_width * out_height * out_width / 1e9
+
+
+def _out_size(size: int, pads: tuple[int, int], kernel: int, stride: int) -> int:
+    return (size + pads[0] + pads[1] - kernel) // stride + 1
+
+
+class AutoConv(AbstractConvBackend):
+    """`WinogradConv` for the convs where it pays at once, `XlaConv` for the rest: the default backend.
+
+    Chosen per conv while tracing, from its shape: on CPU a conv of at least `winograd_min_gflop` GFLOP per image
+    uses Winograd, whose run saves more time than compiling it costs (about 0.3 s per conv; it saves about 1.2 ms
+    per GFLOP). Everything else, and every conv on other platforms, uses XLA's convolution. With the default threshold
+    an SD-size decode up to 512 px is almost all XLA; at 1024 px and above most of its convs use Winograd.
+    """
+
+    winograd_min_gflop: float = eqx.field(static=True, default=250.0)
+
+    def _backend(self, weight: Weight, out_height: int, out_width: int) -> AbstractConvBackend:
+        large = conv_gflop(weight.shape, out_height, out_width) >= self.winograd_min_gflop
+        return WinogradConv() if large and jax.default_backend() == "cpu" else XlaConv()
+
+    def _for_input(self, x: Image, weight: Weight, stride: int, padding: Padding, scale: int = 1):
+        out_height = _out_size(scale * x.shape[1], padding[0], weight.shape[2], stride)
+        out_width = _out_size(scale * x.shape[2], padding[1], weight.shape[3], stride)
+        return self._backend(weight, out_height, out_width)
+
+    def conv(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> Output:
+        return self._for_input(x, weight, stride, padding).conv(x, weight, stride=stride, padding=padding)
+
+    def conv_of_activated(
+        self, x: Image, weight: Weight, *, stride: int, padding: Padding, activation: Callable[[Array], Array]
+    ) -> Output:
+        backend = self._for_input(x, weight, stride, padding)
+        return backend.conv_of_activated(x, weight, stride=stride, padding=padding, activation=activation)
+
+    def conv_of_upsampled(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> Output:
+        backend = self._for_input(x, weight, stride, padding, scale=2)
+        return backend.conv_of_upsampled(x, weight, stride=stride, padding=padding)
+
+
+CONV_ALGORITHMS = {"auto": AutoConv, "direct": XlaConv, "winograd": WinogradConv}
+
+
+def conv_backend_named(name: str) -> AbstractConvBackend:
+    """The backend of a conv algorithm's name: `"auto"` (`AutoConv`), `"direct"` (`XlaConv`) or `"winograd"`."""
+    if name not in CONV_ALGORITHMS:
+        raise ValueError(f"unknown conv algorithm {name!r}; choose one of {sorted(CONV_ALGORITHMS)}")
+    return CONV_ALGORITHMS[name]()

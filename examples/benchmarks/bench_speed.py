@@ -126,9 +126,8 @@ def bench_one(args, reference_fp32, directory: str, size: int, dtype: str, peer=
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     reference = copy.deepcopy(reference_fp32).to(torch_dtype)  # Module.to is in place
     ours = eqx_vae.from_pretrained(directory, dtype=dtype)
-    backend = eqx_vae.WinogradConv() if args.conv_algorithm == "winograd" else eqx_vae.XlaConv()
-    ours = eqx_vae.with_conv_backend(ours, backend)
-    ours_fp32 = ours if dtype == "float32" else eqx_vae.from_pretrained(directory)  # direct convs
+    ours = eqx_vae.with_conv_backend(ours, eqx_vae.nn.conv_backend_named(args.conv_algorithm))
+    ours_fp32 = ours if dtype == "float32" else eqx_vae.from_pretrained(directory)  # the default backend
     if peer is not None:
         peer.load(directory, dtype)
     latent = size // 8
@@ -283,9 +282,9 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--conv-algorithm",
-        default="direct",
-        choices=["direct", "winograd"],
-        help="eqx_vae's conv algorithm (winograd: convs as matmuls)",
+        default="auto",
+        choices=["auto", "direct", "winograd"],
+        help="eqx_vae's conv algorithm (auto: the default; direct: XLA's convs; winograd: convs as matmuls)",
     )
     parser.add_argument(
         "--flax-python",

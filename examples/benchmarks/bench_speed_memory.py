@@ -23,7 +23,7 @@ def rss_high_water_mib() -> float:
 
 def main() -> None:
     framework, op, size, dtype, directory = sys.argv[1:6]
-    conv_algorithm = sys.argv[6] if len(sys.argv) > 6 else "direct"
+    conv_algorithm = sys.argv[6] if len(sys.argv) > 6 else "auto"
     size = int(size)
     shape = (1, 3, size, size) if op == "encode" else (1, 4, size // 8, size // 8)
     x_np = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -35,8 +35,7 @@ def main() -> None:
         import eqx_vae
 
         model = eqx_vae.from_pretrained(directory, dtype=dtype)
-        backend = eqx_vae.WinogradConv() if conv_algorithm == "winograd" else eqx_vae.XlaConv()
-        model = eqx_vae.with_conv_backend(model, backend)
+        model = eqx_vae.with_conv_backend(model, eqx_vae.nn.conv_backend_named(conv_algorithm))
         x = jnp.asarray(x_np, dtype=dtype)
         result["loaded_rss_mib"] = rss_high_water_mib()
         run = eqx_vae.encode if op == "encode" else eqx_vae.decode

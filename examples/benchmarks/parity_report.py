@@ -32,8 +32,7 @@ def compare(
     with tempfile.TemporaryDirectory() as directory:
         reference.save_pretrained(directory)
         ours = eqx_vae.from_pretrained(directory)
-    backend = eqx_vae.WinogradConv() if conv_algorithm == "winograd" else eqx_vae.XlaConv()
-    ours = eqx_vae.with_conv_backend(ours, backend)
+    ours = eqx_vae.with_conv_backend(ours, eqx_vae.nn.conv_backend_named(conv_algorithm))
     images = random_images(shape, seed=1)
     factor = config.downsampling_factor
     latents = random_images((shape[0], config.latent_channels, shape[2] // factor, shape[3] // factor), seed=2)
@@ -67,7 +66,7 @@ def compare(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=64, help="image side for the SD-size config")
-    parser.add_argument("--conv-algorithm", default="direct", choices=["direct", "winograd"])
+    parser.add_argument("--conv-algorithm", default="auto", choices=["auto", "direct", "winograd"])
     parser.add_argument("--float64", action="store_true", help="also compare the forward with diffusers in float64")
     args = parser.parse_args()
     torch.set_num_threads(2)
