@@ -1,12 +1,15 @@
-"""Held-out PSNR, SSIM and chroma retention of the default model (or any model folder), next to bicubic 8x.
+"""Held-out PSNR, SSIM, chroma retention and colour cast of the default model (or any model folder), next to
+bicubic 8x.
 
 The held-out pictures are scikit-image's `astronaut.png` (512x512) and `coffee.png` (400x600), and matplotlib's
 `grace_hopper.jpg` (512x600) where matplotlib ships its sample data; none of them was in the training data. They are
 used whole, cropped to a multiple of 8. Metrics come from `skimage.metrics` on the 8-bit images (SSIM over the RGB
 channels). Chroma retention is the std of the reconstruction's chroma (each pixel minus its channel mean) over the
-original's: 1 keeps the colours' strength, below 1 washes them out. The baseline shrinks each picture 8 times and
-enlarges it back, both with Pillow's bicubic filter. The grey test reconstructs a grey version of the astronaut and
-reports the mean |chroma| of the result in [0, 1] units (0 for a model that keeps grey pictures grey).
+original's: 1 keeps the colours' strength, below 1 washes them out. The colour cast is the largest of the three
+channels' mean errors in 8-bit units (0 when the picture's mean colour comes back as it was). The baseline shrinks
+each picture 8 times and enlarges it back, both with Pillow's bicubic filter. The grey test reconstructs a grey
+version of the astronaut and reports the mean |chroma| of the result in [0, 1] units (0 for a model that keeps grey
+pictures grey).
 
     python examples/evaluate_default.py                                   # the shipped model
     python examples/evaluate_default.py --model old=/tmp/old --model new=/tmp/run/model --json metrics.json
@@ -58,6 +61,7 @@ def table(columns: dict[str, dict]) -> str:
             ("psnr_db", "PSNR (dB)", 2),
             ("ssim", "SSIM", 3),
             ("chroma_retention", "chroma retention", 2),
+            ("colour_cast", "colour cast (of 255)", 1),
         ):
             cells = [f"{columns[name][picture][metric]:.{digits}f}" for name in names]
             lines.append(f"| {picture} | {label} | " + " | ".join(cells) + " |")

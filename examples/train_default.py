@@ -322,14 +322,16 @@ def chroma(pixels: np.ndarray) -> np.ndarray:
 
 
 def image_metrics(original8: np.ndarray, reconstruction8: np.ndarray) -> dict[str, float]:
-    """PSNR (dB), SSIM (over the RGB channels) and chroma retention (std of the reconstruction's chroma / the
-    original's) of two `(height, width, 3)` uint8 pictures, from `skimage.metrics`."""
+    """PSNR (dB), SSIM (over the RGB channels), chroma retention (std of the reconstruction's chroma / the
+    original's) and colour cast (the largest of the three channels' mean errors, in 8-bit units) of two
+    `(height, width, 3)` uint8 pictures, PSNR and SSIM from `skimage.metrics`."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     return {
         "psnr_db": float(peak_signal_noise_ratio(original8, reconstruction8, data_range=255)),
         "ssim": float(structural_similarity(original8, reconstruction8, channel_axis=2, data_range=255)),
         "chroma_retention": float(np.std(chroma(reconstruction8)) / np.std(chroma(original8))),
+        "colour_cast": float(np.abs((reconstruction8.astype(np.float64) - original8).mean(axis=(0, 1))).max()),
     }
 
 
