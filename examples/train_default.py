@@ -181,15 +181,25 @@ def dead_leaves(rng: np.random.Generator, side: int, palette: np.ndarray, discs:
     return np.clip(image, -1.0, 1.0)
 
 
-def shift_colours(crop: np.ndarray, angle: float, saturation: float) -> np.ndarray:
-    """A `(3, h, w)` crop in [-1, 1] with its hue rotated by `angle` (radians) about the grey axis and its chroma
-    scaled by `saturation`, clipped to [-1, 1]. Grey pixels stay as they are."""
+def shift_colours(crop: np.ndarray, angle: float, saturation: float, tint: np.ndarray | None = None) -> np.ndarray:
+    """A `(3, h, w)` crop in [-1, 1] with its hue rotated by `angle` (radians) about the grey axis, its chroma
+    scaled by `saturation` and `tint` (a `(3,)` chroma offset, summing to 0) added, clipped to [-1, 1]. Without a
+    tint, grey pixels stay as they are."""
     axis = np.full(3, 1 / np.sqrt(3))
     cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
     rotation = np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross  # Rodrigues
     grey = crop.mean(axis=0, keepdims=True)
-    chroma = np.einsum("ij,jhw->ihw", rotation, crop - grey)
-    return np.clip(grey + saturation * chroma, -1.0, 1.0).astype(np.float32)
+    chroma = saturation * np.einsum("ij,jhw->ihw", rotation, crop - grey)
+    if tint is not None:
+        chroma = chroma + tint[:, None, None]
+    return np.clip(grey + chroma, -1.0, 1.0).astype(np.float32)
+
+
+def random_tint(rng: np.random.Generator, strength: float) -> np.ndarray:
+    """A `(3,)` chroma offset (summing to 0) of random hue and a length up to `strength`."""
+    direction = rng.normal(size=3)
+    direction -= direction.mean()
+    return direction / np.linalg.norm(direction) * rng.uniform(0, strength)
 
 
 class CropSampler:
@@ -198,15 +208,17 @@ class CropSampler:
 
     Every crop is flipped left-right, upside-down and turned by 90 degrees with probability 1/2 each (augmentations
     that keep colours). With `colour_jitter`, crops also get a random hue rotation and a saturation scale in
-    [0.8, 1.5]; `colour_jitter` is the fraction of crops this happens to (True: all of them).
+    [0.8, 1.5]; `colour_jitter` is the fraction of crops this happens to (True: all of them). With `tint`, those
+    crops also get a colour cast of random hue, up to `tint` long in [-1, 1] units, that the model has to carry.
     """
 
-    def __init__(self, groups, seed: int, colour_jitter: float = 0.0):
+    def __init__(self, groups, seed: int, colour_jitter: float = 0.0, tint: float = 0.0):
         if groups and isinstance(groups[0], np.ndarray):  # one group of pictures
             groups = [(groups, 1.0)]
         self.groups = [(images, weight) for images, weight in groups if images and weight > 0]
         self.rng = np.random.default_rng(seed)
         self.colour_jitter = float(colour_jitter)
+        self.tint = float(tint)
 
     def one(self, crop: int) -> np.ndarray:
         weights = np.array([weight for _, weight in self.groups], np.float64)
@@ -227,7 +239,8 @@ class CropSampler:
         if self.rng.random() < 0.5:
             crop_ = np.rot90(crop_, axes=(1, 2))
         if self.colour_jitter and self.rng.random() < self.colour_jitter:
-            crop_ = shift_colours(crop_, self.rng.uniform(0, 2 * np.pi), self.rng.uniform(0.8, 1.5))
+            tint = random_tint(self.rng, self.tint) if self.tint else None
+            crop_ = shift_colours(crop_, self.rng.uniform(0, 2 * np.pi), self.rng.uniform(0.8, 1.5), tint)
         return crop_
 
     def batch(self, size: int, crop: int) -> np.ndarray:
@@ -446,6 +459,9 @@ def main(argv=None):
         default=0.0,
         help="the fraction of crops given a random hue rotation and saturation (1 when given alone)",
     )
+    parser.add_argument(
+        "--tint", type=float, default=0.0, help="colour-jittered crops also get a colour cast up to this long"
+    )
     parser.add_argument("--dead-leaves", type=int, default=0, help="how many dead-leaves pictures to generate")
     parser.add_argument("--dead-leaves-side", type=int, default=384)
     parser.add_argument(
@@ -486,7 +502,7 @@ def main(argv=None):
         files = [f for f in files if not is_grey(read_image(f))]
     print(f"training on {len(files)} images: {', '.join(os.path.basename(f) for f in files)}")
     print(f"held out: {', '.join(os.path.basename(f) for f in held_out_files())}")
-    sampler = CropSampler(training_groups(args, files), args.seed, args.colour_jitter)
+    sampler = CropSampler(training_groups(args, files), args.seed, args.colour_jitter, args.tint)
     pixels_per_step = args.batch_size * args.crop[0] ** 2
     batch_sizes = {crop: max(1, round(pixels_per_step / crop**2)) for crop in args.crop}
     print("crops per step: " + ", ".join(f"{n} x {crop}px" for crop, n in batch_sizes.items()))
