@@ -1,0 +1,68 @@
+"""First call and steady time of an SD-size encode or decode when `AutoConv` sends only the convs of at least T GFLOP
+to Winograd, for several thresholds T: the trade-off behind `AutoConv`'s default threshold.
+
+A threshold of 1e9 is all XLA (`XlaConv`), 0 is all Winograd (`WinogradConv`, except the narrow convs it leaves to
+XLA either way), and the default (250) is what a model does with no option set. Random weights, batch 1, float32, one
+process; "first" is trace + compile + one run of a fresh `eqx.filter_jit`, "median" the median of `--repeats` runs.
+
+    python examples/benchmarks/bench_auto_conv.py --size 256 --thresholds 1e9 250 30 15 0 --out auto_conv_256.json
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import equinox as eqx
+import jax
+from bench_speed import machine_description
+
+import eqx_vae
+
+
+def time_thresholds(model, op: str, x, thresholds: list[float], repeats: int) -> list[dict]:
+    rows = []
+    for threshold in thresholds:
+        routed = eqx_vae.with_conv_backend(model, eqx_vae.AutoConv(threshold))
+        if op == "decode":
+            run = eqx.filter_jit(lambda m, z: jax.vmap(m.decode)(z))
+        else:
+            run = eqx.filter_jit(lambda m, images: jax.vmap(lambda image: m.encode(image).mean)(images))
+        start = time.perf_counter()
+        jax.block_until_ready(run(routed, x))
+        first = time.perf_counter() - start
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(run(routed, x))
+            times.append(time.perf_counter() - start)
+        rows.append({"op": op, "threshold_gflop": threshold, "first_s": first, "median_s": statistics.median(times)})
+        print(f"{op} T={threshold:g} GFLOP: first call {first:.2f} s, median {rows[-1]['median_s']:.3f} s", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256, help="image side in pixels")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[1e9, 250.0, 30.0, 0.0])
+    parser.add_argument("--ops", nargs="+", default=["decode", "encode"], choices=["encode", "decode"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default=None, help="write the rows and the machine to this JSON file")
+    args = parser.parse_args()
+    machine = machine_description()
+    print(machine)
+    model = eqx_vae.AutoencoderKL(eqx_vae.preset_config("sd-vae-ft-mse"), key=jax.random.key(0))
+    inputs = {
+        "encode": jax.random.normal(jax.random.key(1), (1, 3, args.size, args.size)),
+        "decode": jax.random.normal(jax.random.key(2), (1, 4, args.size // 8, args.size // 8)),
+    }
+    rows = []
+    for op in args.ops:
+        rows += time_thresholds(model, op, inputs[op], args.thresholds, args.repeats)
+    if args.out:
+        with open(args.out, "w") as file:
+            json.dump({"machine": machine, "args": vars(args), "rows": rows}, file, indent=2)
+
+
+if __name__ == "__main__":
+    main()
