@@ -1,4 +1,4 @@
-"""`AutoConv`, the default conv backend: Winograd for the convs above its GFLOP threshold on CPU, XLA elsewhere."""
+"""`AutoConv`, the default conv backend: Winograd for the convs above its GFLOP thresholds on CPU, XLA elsewhere."""
 
 import jax
 import jax.numpy as jnp
@@ -18,11 +18,19 @@ def _with(layer, backend):
     return eqx_vae.with_conv_backend(layer, backend)
 
 
-def _assert_routed(layer, x, gflop):
+def _auto(threshold: float, upsampler: bool) -> eqx_vae.AutoConv:
+    """An AutoConv whose threshold for this kind of conv is `threshold` and which keeps the other kind on XLA."""
+    if upsampler:
+        return eqx_vae.AutoConv(upsample_min_gflop=threshold, conv_min_gflop=float("inf"))
+    return eqx_vae.AutoConv(upsample_min_gflop=float("inf"), conv_min_gflop=threshold)
+
+
+def _assert_routed(layer, x, gflop, upsampler=False):
     """Just above the conv's GFLOP it is XLA's conv, bit for bit; just below it is Winograd's, bit for bit."""
     xla = _with(layer, eqx_vae.XlaConv())(x)
     winograd = _with(layer, eqx_vae.WinogradConv())(x)
-    above, below = _with(layer, eqx_vae.AutoConv(gflop * 1.01)), _with(layer, eqx_vae.AutoConv(gflop * 0.99))
+    above = _with(layer, _auto(gflop * 1.01, upsampler))
+    below = _with(layer, _auto(gflop * 0.99, upsampler))
     assert "conv_general_dilated" in _primitives(above, x) and "dot_general" not in _primitives(above, x)
     assert "conv_general_dilated" not in _primitives(below, x) and "dot_general" in _primitives(below, x)
     np.testing.assert_array_equal(above(x), xla)
@@ -41,7 +49,9 @@ def test_auto_conv_routes_each_conv_by_its_gflop(stride, out_size):
 def test_auto_conv_counts_an_upsampler_at_the_upsampled_size():
     upsample = eqx_vae.Upsample2D(16, key=jax.random.key(2))
     x = jax.random.normal(jax.random.key(3), (16, 6, 5))
-    _assert_routed(upsample, x, conv_gflop((16, 16, 3, 3), 12, 10))  # 4x the small image's GFLOP
+    _assert_routed(upsample, x, conv_gflop((16, 16, 3, 3), 12, 10), upsampler=True)  # 4x the small image's GFLOP
+    # the other threshold does not apply to upsamplers
+    np.testing.assert_array_equal(_with(upsample, _auto(0.0, upsampler=False))(x), upsample(x))
 
 
 def test_auto_conv_routes_a_resnet_conv_of_the_activation():
@@ -49,18 +59,32 @@ def test_auto_conv_routes_a_resnet_conv_of_the_activation():
     x = 3 * jax.random.normal(jax.random.key(5), (16, 8, 8))
     activation = eqx_vae.nn.get_activation("silu")
     gflop = conv_gflop(conv.weight.shape, 8, 8)
-    above, below = _with(conv, eqx_vae.AutoConv(gflop * 1.01)), _with(conv, eqx_vae.AutoConv(gflop * 0.99))
+    above, below = _with(conv, _auto(gflop * 1.01, False)), _with(conv, _auto(gflop * 0.99, False))
     np.testing.assert_array_equal(above.of_activated(x, activation), conv(activation(x)))
     expected = _with(conv, eqx_vae.WinogradConv()).of_activated(x, activation)
     np.testing.assert_array_equal(below.of_activated(x, activation), expected)
 
 
 def test_auto_conv_uses_xla_off_cpu(monkeypatch):
-    conv = _with(eqx_vae.Conv2d(16, 16, 3, padding=1, key=jax.random.key(6)), eqx_vae.AutoConv(0.0))
+    conv = _with(eqx_vae.Conv2d(16, 16, 3, padding=1, key=jax.random.key(6)), eqx_vae.AutoConv(0.0, 0.0))
     x = jnp.zeros((16, 8, 8))
     assert "conv_general_dilated" not in _primitives(conv, x)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert "conv_general_dilated" in _primitives(conv, x)
+
+
+def test_default_auto_conv_sends_only_large_upsamplers_to_winograd():
+    conv = eqx_vae.Conv2d(16, 16, 3, padding=1, key=jax.random.key(7))
+    assert eqx_vae.AutoConv().conv_min_gflop == float("inf")
+    assert "conv_general_dilated" in _primitives(conv, jnp.zeros((16, 64, 64)))
+    upsample = eqx_vae.Upsample2D(16, key=jax.random.key(8))
+    default = eqx_vae.AutoConv()
+    side = int(np.ceil(np.sqrt(default.upsample_min_gflop * 1e9 / (2 * 16 * 16 * 9)))) // 2 + 1  # just above it
+    shape = jax.ShapeDtypeStruct((16, side, side), jnp.float32)
+    big = {e.primitive.name for e in jax.make_jaxpr(upsample)(shape).eqns}
+    small = {e.primitive.name for e in jax.make_jaxpr(upsample)(jnp.zeros((16, 8, 8))).eqns}
+    assert "conv_general_dilated" not in big and "dot_general" in big
+    assert "conv_general_dilated" in small
 
 
 def test_models_default_to_auto_conv_and_names_map_to_backends(small_model):

@@ -128,7 +128,7 @@ def model_and_run_options() -> argparse.ArgumentParser:
         "--conv-algorithm",
         choices=("auto", "direct", "winograd"),
         default="auto",
-        help="auto: winograd for the convs large enough to repay its compile time on CPU, direct for the rest "
+        help="auto: winograd for the upsamplers large enough to repay its compile time on CPU, direct for the rest "
         "(default); direct: XLA's convolutions, quick to compile; winograd: convs as matmuls, faster on CPU for "
         "many images of one size, slower to compile",
     )

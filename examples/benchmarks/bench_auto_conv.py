@@ -1,11 +1,12 @@
-"""First call and steady time of an SD-size encode or decode when `AutoConv` sends only the convs of at least T GFLOP
-to Winograd, for several thresholds T: the trade-off behind `AutoConv`'s default threshold.
+"""First call and steady time of an SD-size encode or decode when `AutoConv` sends only the upsamplers of at least U
+GFLOP and the other convs of at least C GFLOP to Winograd, for several settings U/C: the trade-off behind
+`AutoConv`'s defaults.
 
-A threshold of 1e9 is all XLA (`XlaConv`), 0 is all Winograd (`WinogradConv`, except the narrow convs it leaves to
-XLA either way), and the default (250) is what a model does with no option set. Random weights, batch 1, float32, one
+`inf/inf` is all XLA (`XlaConv`), `0/0` all Winograd (`WinogradConv`, except the narrow convs it leaves to XLA either
+way), and `250/inf` the default, what a model does with no option set. Random weights, batch 1, float32, one
 process; "first" is trace + compile + one run of a fresh `eqx.filter_jit`, "median" the median of `--repeats` runs.
 
-    python examples/benchmarks/bench_auto_conv.py --size 256 --thresholds 1e9 250 30 15 0 --out auto_conv_256.json
+    python examples/benchmarks/bench_auto_conv.py --size 512 --settings inf/inf 250/inf 250/250 --out auto_conv_512.json
 """
 
 import argparse
@@ -20,10 +21,11 @@ from bench_speed import machine_description
 import eqx_vae
 
 
-def time_thresholds(model, op: str, x, thresholds: list[float], repeats: int) -> list[dict]:
+def time_settings(model, op: str, x, settings: list[str], repeats: int) -> list[dict]:
     rows = []
-    for threshold in thresholds:
-        routed = eqx_vae.with_conv_backend(model, eqx_vae.AutoConv(threshold))
+    for setting in settings:
+        upsample, conv = (float(value) for value in setting.split("/"))
+        routed = eqx_vae.with_conv_backend(model, eqx_vae.AutoConv(upsample, conv))
         if op == "decode":
             run = eqx.filter_jit(lambda m, z: jax.vmap(m.decode)(z))
         else:
@@ -36,15 +38,15 @@ def time_thresholds(model, op: str, x, thresholds: list[float], repeats: int) ->
             start = time.perf_counter()
             jax.block_until_ready(run(routed, x))
             times.append(time.perf_counter() - start)
-        rows.append({"op": op, "threshold_gflop": threshold, "first_s": first, "median_s": statistics.median(times)})
-        print(f"{op} T={threshold:g} GFLOP: first call {first:.2f} s, median {rows[-1]['median_s']:.3f} s", flush=True)
+        rows.append({"op": op, "setting": setting, "first_s": first, "median_s": statistics.median(times)})
+        print(f"{op} U/C={setting} GFLOP: first call {first:.2f} s, median {rows[-1]['median_s']:.3f} s", flush=True)
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[1e9, 250.0, 30.0, 0.0])
+    parser.add_argument("--settings", nargs="+", default=["inf/inf", "250/inf", "250/250", "0/0"], help="U/C pairs")
     parser.add_argument("--ops", nargs="+", default=["decode", "encode"], choices=["encode", "decode"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=None, help="write the rows and the machine to this JSON file")
@@ -58,7 +60,7 @@ def main() -> None:
     }
     rows = []
     for op in args.ops:
-        rows += time_thresholds(model, op, inputs[op], args.thresholds, args.repeats)
+        rows += time_settings(model, op, inputs[op], args.settings, args.repeats)
     if args.out:
         with open(args.out, "w") as file:
             json.dump({"machine": machine, "args": vars(args), "rows": rows}, file, indent=2)
