@@ -10,13 +10,11 @@ process; "first" is trace + compile + one run of a fresh `eqx.filter_jit`, "medi
 """
 
 import argparse
-import json
 import statistics
-import time
 
 import equinox as eqx
 import jax
-from bench_speed import machine_description
+from bench_speed import machine_description, timed, write_results
 
 import eqx_vae
 
@@ -30,14 +28,9 @@ def time_settings(model, op: str, x, settings: list[str], repeats: int) -> list[
             run = eqx.filter_jit(lambda m, z: jax.vmap(m.decode)(z))
         else:
             run = eqx.filter_jit(lambda m, images: jax.vmap(lambda image: m.encode(image).mean)(images))
-        start = time.perf_counter()
-        jax.block_until_ready(run(routed, x))
-        first = time.perf_counter() - start
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            jax.block_until_ready(run(routed, x))
-            times.append(time.perf_counter() - start)
+        once = lambda run=run, routed=routed: jax.block_until_ready(run(routed, x))  # noqa: E731
+        first, _ = timed(once)
+        times = [timed(once)[0] for _ in range(repeats)]
         rows.append({"op": op, "setting": setting, "first_s": first, "median_s": statistics.median(times)})
         print(f"{op} U/C={setting} GFLOP: first call {first:.2f} s, median {rows[-1]['median_s']:.3f} s", flush=True)
     return rows
@@ -62,8 +55,7 @@ def main() -> None:
     for op in args.ops:
         rows += time_settings(model, op, inputs[op], args.settings, args.repeats)
     if args.out:
-        with open(args.out, "w") as file:
-            json.dump({"machine": machine, "args": vars(args), "rows": rows}, file, indent=2)
+        write_results(args.out, machine, args, rows)
 
 
 if __name__ == "__main__":
