@@ -12,6 +12,7 @@ on the 2x2 phases of its input (`activated_winograd_conv3x3`).
 
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -91,12 +92,15 @@ def activated_winograd_conv3x3(
     The activation is applied to the four 2x2 phases of `x` and each phase is zero-padded on its own side, so the
     stride-2 reads happen once, where the activation is computed, and the 16 Winograd input transforms read their
     taps with unit stride. `activation(0)` must be 0 (the padding comes after it), true of every `act_fn`.
+
+    The activated phases are written to memory once (an optimisation barrier): left to itself, XLA recomputes the
+    norm and activation inside each of the 16 transforms, which makes the program much larger and slower to compile.
     """
     phases = [
         [jnp.pad(activation(x[:, 1 - a :: 2, 1 - b :: 2]), ((0, 0), (1 - a, a), (1 - b, b))) for b in range(2)]
         for a in range(2)
     ]
-    return winograd_conv3x3_of_phases(phases, weight)
+    return winograd_conv3x3_of_phases(jax.lax.optimization_barrier(phases), weight)
 
 
 def upsample_conv3x3(
