@@ -1,12 +1,15 @@
-"""`AutoConv`, the default conv backend: Winograd for the convs above its GFLOP thresholds on CPU, XLA elsewhere."""
+"""`AutoConv`, the default conv backend: on CPU, Winograd for a whole call above its GFLOP threshold, or per conv above
+the per-conv thresholds; XLA elsewhere."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import tiny_config
 
 import eqx_vae
-from eqx_vae.nn import conv_backend_named
+from eqx_vae.nn import call_gflop, conv_backend_named, resolve_auto_conv
 from eqx_vae.nn._conv_backends import conv_gflop
 
 
@@ -20,9 +23,10 @@ def _with(layer, backend):
 
 def _auto(threshold: float, upsampler: bool) -> eqx_vae.AutoConv:
     """An AutoConv whose threshold for this kind of conv is `threshold` and which keeps the other kind on XLA."""
+    inf = float("inf")
     if upsampler:
-        return eqx_vae.AutoConv(upsample_min_gflop=threshold, conv_min_gflop=float("inf"))
-    return eqx_vae.AutoConv(upsample_min_gflop=float("inf"), conv_min_gflop=threshold)
+        return eqx_vae.AutoConv(call_min_gflop=inf, upsample_min_gflop=threshold, conv_min_gflop=inf)
+    return eqx_vae.AutoConv(call_min_gflop=inf, upsample_min_gflop=inf, conv_min_gflop=threshold)
 
 
 def _assert_routed(layer, x, gflop, upsampler=False):
@@ -38,8 +42,10 @@ def _assert_routed(layer, x, gflop, upsampler=False):
     assert not np.array_equal(xla, winograd)  # the two routes really differ
 
 
-@pytest.mark.parametrize(("stride", "out_size"), [(1, (8, 6)), (2, (4, 3))])
-def test_auto_conv_routes_each_conv_by_its_gflop(stride, out_size):
+@pytest.mark.parametrize("stride", [1, 2])
+def test_auto_conv_routes_each_conv_by_its_gflop(stride):
+    """A strided conv is counted at stride 1 (its output at stride 1 is 8x6 here), like the convs of its level."""
+    out_size = (8, 6)
     conv = eqx_vae.Conv2d(16, 24, 3, stride=stride, padding=1, key=jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (16, 8, 6))
     assert conv_gflop(conv.weight.shape, *out_size) == 2 * 24 * 16 * 9 * out_size[0] * out_size[1] / 1e9
@@ -66,7 +72,7 @@ def test_auto_conv_routes_a_resnet_conv_of_the_activation():
 
 
 def test_auto_conv_uses_xla_off_cpu(monkeypatch):
-    conv = _with(eqx_vae.Conv2d(16, 16, 3, padding=1, key=jax.random.key(6)), eqx_vae.AutoConv(0.0, 0.0))
+    conv = _with(eqx_vae.Conv2d(16, 16, 3, padding=1, key=jax.random.key(6)), eqx_vae.AutoConv(0.0, 0.0, 0.0))
     x = jnp.zeros((16, 8, 8))
     assert "conv_general_dilated" not in _primitives(conv, x)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
@@ -94,3 +100,61 @@ def test_models_default_to_auto_conv_and_names_map_to_backends(small_model):
     assert isinstance(conv_backend_named("winograd"), eqx_vae.WinogradConv)
     with pytest.raises(ValueError, match="unknown conv algorithm 'fft'"):
         conv_backend_named("fft")
+
+
+def test_call_gflop_counts_each_conv_at_its_output_size():
+    conv = eqx_vae.Conv2d(16, 24, 3, stride=2, padding=1, key=jax.random.key(9))
+    assert call_gflop(conv, jnp.zeros((16, 10, 8))) == pytest.approx(conv_gflop((24, 16, 3, 3), 5, 4))
+    upsample = eqx_vae.Upsample2D(16, key=jax.random.key(10))
+    assert call_gflop(upsample, jnp.zeros((16, 6, 5))) == pytest.approx(conv_gflop((16, 16, 3, 3), 12, 10))
+
+
+@pytest.fixture(scope="module")
+def model_and_inputs():
+    model = eqx_vae.AutoencoderKL(tiny_config(), key=jax.random.key(11))
+    images = jax.random.uniform(jax.random.key(12), (2, 3, 32, 32), minval=-1, maxval=1)
+    latents = jax.random.normal(jax.random.key(13), (2, 4, 8, 8))
+    return model, images, latents
+
+
+def _encode_decode(model, images, latents):
+    return jax.vmap(lambda x: model.encode(x).mean)(images), jax.vmap(model.decode)(latents)
+
+
+def test_a_call_above_call_min_gflop_runs_every_conv_on_winograd(model_and_inputs):
+    model, images, latents = model_and_inputs
+    decode_gflop = call_gflop(model.decoder, latents[0])
+    encode_gflop = call_gflop(model.encoder, images[0])
+    never = dict(upsample_min_gflop=float("inf"), conv_min_gflop=float("inf"))
+    for threshold, expected in [(0.99, eqx_vae.WinogradConv()), (1.01, eqx_vae.XlaConv())]:
+        for op, gflop in [("encode", encode_gflop), ("decode", decode_gflop)]:
+            auto = _with(model, eqx_vae.AutoConv(call_min_gflop=threshold * gflop, **never))
+            index = 0 if op == "encode" else 1
+            ours = _encode_decode(auto, images, latents)[index]
+            reference = _encode_decode(_with(model, expected), images, latents)[index]
+            np.testing.assert_array_equal(ours, reference, err_msg=f"{op} at {threshold} x its GFLOP")
+    backends = (eqx_vae.WinogradConv(), eqx_vae.XlaConv())
+    winograd, xla = (_encode_decode(_with(model, backend), images, latents) for backend in backends)
+    assert not np.array_equal(winograd[1], xla[1])  # the two routes really differ
+
+
+def test_the_call_rule_is_off_on_other_platforms_and_under_spatial_sharding(model_and_inputs, monkeypatch):
+    model, _, latents = model_and_inputs
+    decoder = _with(model, eqx_vae.AutoConv(0.0, float("inf"), float("inf"))).decoder
+    assert isinstance(eqx_vae.nn.conv_layers(resolve_auto_conv(decoder, latents[0]))[0].backend, eqx_vae.WinogradConv)
+    bound = eqx_vae.with_spatial_axis(decoder, "height")
+    assert resolve_auto_conv(bound, latents[0]) is bound
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert resolve_auto_conv(decoder, latents[0]) is decoder
+
+
+def test_default_call_rule_on_sd_size_decodes():
+    """With the defaults an SD-size decode at 256 px stays on XLA's convs and one at 512 px runs on matmuls."""
+    config = eqx_vae.preset_config("sd-vae-ft-mse")
+    model = eqx.filter_eval_shape(eqx_vae.AutoencoderKL, config, key=jax.random.key(0))  # shapes only
+    for side, on_winograd in [(256, False), (512, True)]:
+        latent = jax.ShapeDtypeStruct((4, side // 8, side // 8), jnp.float32)
+        gflop = call_gflop(lambda m, z: m.decoder(z), model, latent)
+        assert (gflop >= eqx_vae.AutoConv().call_min_gflop) == on_winograd
+        names = [e.primitive.name for e in eqx.filter_make_jaxpr(lambda m, z: m.decode(z))(model, latent)[0].eqns]
+        assert (names.count("conv_general_dilated") <= 3) == on_winograd  # only the narrow convs stay on XLA

@@ -2,6 +2,8 @@
 
 from ._activations import get_activation as get_activation
 from ._attention import dot_product_attention as dot_product_attention
+from ._auto_conv import call_gflop as call_gflop
+from ._auto_conv import resolve_auto_conv as resolve_auto_conv
 from ._conv import Conv2d as Conv2d
 from ._conv import conv_layers as conv_layers
 from ._conv_backends import AbstractConvBackend as AbstractConvBackend

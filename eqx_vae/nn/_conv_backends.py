@@ -114,24 +114,30 @@ def _out_size(size: int, pads: tuple[int, int], kernel: int, stride: int) -> int
 
 
 class AutoConv(AbstractConvBackend):
-    """`WinogradConv` for the convs where it pays within one call, `XlaConv` for the rest: the default backend.
+    """`WinogradConv` where it pays, `XlaConv` elsewhere: the default backend. On other platforms than CPU, always
+    `XlaConv`.
 
-    Chosen per conv while tracing, from its shape and the platform. On CPU an upsampler's conv (nearest 2x + 3x3) of
-    at least `upsample_min_gflop` GFLOP per image runs as Winograd's sub-pixel conv, and any other conv of at least
-    `conv_min_gflop` GFLOP as Winograd matmuls; every other conv, and every conv on other platforms, uses XLA's
-    convolution. By default only the upsamplers qualify: an SD-size decode at 512 px sends its 2 largest upsamplers
-    (309 GFLOP each) to Winograd and runs about 10% faster with a faster first call, and at 256 px nothing changes.
-    Other convs stay with XLA by default because mixing the two backends in one encoder cost more than it saved (an
-    SD-size encode at 1024 px with its 309-GFLOP convs on Winograd took 1.15x XLA's time).
+    On CPU, an encode or decode of one image whose convs add up to at least `call_min_gflop` GFLOP runs every conv
+    with `WinogradConv` (the autoencoder settles this per call, `resolve_auto_conv`). A smaller call picks per conv:
+    an upsampler's conv (nearest 2x + 3x3) of at least `upsample_min_gflop` GFLOP runs as Winograd's sub-pixel conv,
+    any other conv of at least `conv_min_gflop` GFLOP (a strided one counted at stride 1) as Winograd matmuls, and the
+    rest with XLA's convolution.
+
+    With the defaults, an SD-size decode of 512 px or more (2470 GFLOP at 512) and an encode of 512 px or more (1070
+    GFLOP) run on Winograd: about half the time of XLA's convs, with a first call as quick for the decode and about
+    2 s longer for the encode. Smaller calls stay with XLA, whose first call is several seconds shorter. Mixing the
+    two backends within one call cost more than it saved.
     """
 
+    call_min_gflop: float = eqx.field(static=True, default=1000.0)
     upsample_min_gflop: float = eqx.field(static=True, default=250.0)
     conv_min_gflop: float = eqx.field(static=True, default=float("inf"))
 
     def _pick(self, x: Image, weight: Weight, stride: int, padding: Padding, upsampled: bool = False):
         scale = 2 if upsampled else 1
-        out_height = _out_size(scale * x.shape[1], padding[0], weight.shape[2], stride)
-        out_width = _out_size(scale * x.shape[2], padding[1], weight.shape[3], stride)
+        # A strided conv is judged by its work at stride 1, so a downsampler goes where the convs of its level go.
+        out_height = _out_size(scale * x.shape[1], padding[0], weight.shape[2], 1)
+        out_width = _out_size(scale * x.shape[2], padding[1], weight.shape[3], 1)
         threshold = self.upsample_min_gflop if upsampled else self.conv_min_gflop
         large = conv_gflop(weight.shape, out_height, out_width) >= threshold
         return WinogradConv() if large and jax.default_backend() == "cpu" else XlaConv()

@@ -1,0 +1,70 @@
+"""`AutoConv`'s whole-call rule: a large encode or decode runs every conv on one backend.
+
+Mixing the two backends in one network costs layout changes between them, and each Winograd conv adds compile time
+whatever its size, so on CPU a call is either all Winograd (when its convs add up to enough work that the faster run
+pays for the longer compile) or left to `AutoConv`'s per-conv rules.
+"""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.extend
+import numpy as np
+
+from ._conv import conv_layers
+from ._conv_backends import AutoConv, WinogradConv, XlaConv
+
+
+def _conv_gflop_of_jaxpr(jaxpr) -> float:
+    """The GFLOP of the `conv_general_dilated`s of a jaxpr, its sub-jaxprs included (a multiply-add counts 2)."""
+    total = 0.0
+    for equation in jaxpr.eqns:
+        if equation.primitive.name == "conv_general_dilated":
+            kernel = equation.invars[1].aval.shape
+            out_features = kernel[equation.params["dimension_numbers"].rhs_spec[0]]
+            output = equation.outvars[0].aval.shape
+            # every output element takes one multiply-add per kernel tap of its group: (in / groups) * kh * kw
+            total += 2 * int(np.prod(output)) * int(np.prod(kernel)) // out_features / 1e9
+        for sub in jax.extend.core.jaxprs_in_params(equation.params):
+            total += _conv_gflop_of_jaxpr(sub)
+    return total
+
+
+def call_gflop(fn: Callable, *args, **kwargs) -> float:
+    """GFLOP of the convs that `fn(*args, **kwargs)` runs, counted by tracing it abstractly (nothing is computed)."""
+    abstract = lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) if eqx.is_array(leaf) else leaf  # noqa: E731
+    args, kwargs = jax.tree_util.tree_map(abstract, (args, kwargs))
+    closed = eqx.filter_make_jaxpr(fn)(*args, **kwargs)[0]
+    return _conv_gflop_of_jaxpr(closed.jaxpr)
+
+
+def _gflop_bound(convs: list, args: tuple) -> float:
+    """An upper bound on the GFLOP of a call of a network with these convs on these arguments, for networks that
+    upsample by at most 8x: every weight used once per pixel of the largest array argument, times 64."""
+    pixels = max((int(np.prod(arg.shape[-2:])) for arg in args if eqx.is_array(arg) and arg.ndim >= 2), default=0)
+    return 2 * sum(conv.weight.size for conv in convs) * pixels * 64 / 1e9
+
+
+def resolve_auto_conv(module, *args, **kwargs):
+    """`module` with its `AutoConv`s settled for the call `module(*args, **kwargs)`.
+
+    On CPU, when the call's convs add up to at least `call_min_gflop` GFLOP (the smallest of its AutoConvs), every
+    AutoConv becomes `WinogradConv`. Otherwise, and on other platforms or under spatial sharding, `module` is returned
+    as it is, and each AutoConv picks per conv.
+    """
+    convs = conv_layers(module)
+    autos = [conv.backend for conv in convs if isinstance(conv.backend, AutoConv)]
+    if not autos or jax.default_backend() != "cpu" or any(conv.spatial_axis is not None for conv in convs):
+        return module
+    threshold = min(auto.call_min_gflop for auto in autos)
+    if threshold == float("inf"):
+        return module
+    if _gflop_bound(convs, args) < threshold:  # too small to be worth tracing for a count
+        return module
+    is_auto = lambda node: isinstance(node, AutoConv)  # noqa: E731
+    as_xla = jax.tree_util.tree_map(lambda node: XlaConv() if is_auto(node) else node, module, is_leaf=is_auto)
+    if call_gflop(lambda layer, *a, **k: layer(*a, **k), as_xla, *args, **kwargs) < threshold:
+        return module
+    return jax.tree_util.tree_map(lambda node: WinogradConv() if is_auto(node) else node, module, is_leaf=is_auto)
+
