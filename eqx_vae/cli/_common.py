@@ -128,9 +128,9 @@ def model_and_run_options() -> argparse.ArgumentParser:
         "--conv-algorithm",
         choices=("auto", "direct", "winograd"),
         default="auto",
-        help="auto: winograd for the upsamplers large enough to repay its compile time on CPU, direct for the rest "
-        "(default); direct: XLA's convolutions, quick to compile; winograd: convs as matmuls, faster on CPU for "
-        "many images of one size, slower to compile",
+        help="auto: on CPU, winograd for calls large enough to repay its compile time (an SD-size image of 512 px "
+        "or more), direct for the rest (default); direct: XLA's convolutions, quick to compile; winograd: convs as "
+        "matmuls, faster on CPU for many images of one size, slower to compile",
     )
     run = parent.add_argument_group("run options")
     run.add_argument("--batch-size", type=positive_int, default=4, help="images per batch (default: 4)")

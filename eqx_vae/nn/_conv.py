@@ -17,8 +17,8 @@ class Conv2d(eqx.Module):
     """A 2D convolution, weight `(out, in, kh, kw)` and bias `(out,)` as diffusers stores them.
 
     - `use_bias=False` leaves the bias out (`bias` is None), as `nn.Conv2d(..., bias=False)` does.
-    - `backend` computes it (`AutoConv` by default, which picks `XlaConv` or `WinogradConv` per conv; see
-      `AbstractConvBackend`).
+    - `backend` computes it (`AutoConv` by default, which picks `XlaConv` or `WinogradConv` for each call and
+      conv; see `AbstractConvBackend`).
     - `dtype` is the compute dtype; the weights stay in the dtype they are stored in and are cast when it runs.
     - `spatial_axis`: when set, the image's rows are split over that mesh axis (inside `jax.shard_map`) and the
       zero rows of the padding are replaced by the neighbouring bands' rows.
