@@ -82,16 +82,20 @@ def winograd_conv3x3_of_phases(
     rows = [_input_transform([taps[a][b] for a in range(4)]) for b in range(4)]  # rows[b][k]
     transformed = [_input_transform([rows[b][k] for b in range(4)]) for k in range(4)]  # [row k][column c]
     kernel = combine_kernel_taps(weight, _G, _G)
+    # bfloat16 products accumulate in float32, as a conv does; XLA's CPU dots are also faster that way
+    accumulate = jnp.promote_types(phases[0][0].dtype, jnp.float32)
     products = [
         [
-            jnp.dot(kernel[k][c], transformed[k][c].reshape(channels, -1)).reshape(-1, half_height, half_width)
+            jnp.dot(kernel[k][c], transformed[k][c].reshape(channels, -1), preferred_element_type=accumulate).reshape(
+                -1, half_height, half_width
+            )
             for c in range(4)
         ]
         for k in range(4)
     ]
     half = [_output_transform(products[k]) for k in range(4)]  # half[k][j]
     out = [_output_transform([half[k][j] for k in range(4)]) for j in range(2)]  # out[j][i]: output pixel (2p+i, 2q+j)
-    return interleave_2x2([[out[j][i] for j in range(2)] for i in range(2)])
+    return interleave_2x2([[out[j][i] for j in range(2)] for i in range(2)]).astype(phases[0][0].dtype)
 
 
 def interleave_2x2(phases: list[list[Array]]) -> Array:
