@@ -72,7 +72,8 @@ def test_auto_conv_routes_a_resnet_conv_of_the_activation():
 
 
 def test_auto_conv_uses_xla_off_cpu(monkeypatch):
-    conv = _with(eqx_vae.Conv2d(16, 16, 3, padding=1, key=jax.random.key(6)), eqx_vae.AutoConv(0.0, 0.0, 0.0))
+    everywhere = eqx_vae.AutoConv(call_min_gflop=0.0, upsample_min_gflop=0.0, conv_min_gflop=0.0)
+    conv = _with(eqx_vae.Conv2d(16, 16, 3, padding=1, key=jax.random.key(6)), everywhere)
     x = jnp.zeros((16, 8, 8))
     assert "conv_general_dilated" not in _primitives(conv, x)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
@@ -121,18 +122,20 @@ def _encode_decode(model, images, latents):
     return jax.vmap(lambda x: model.encode(x).mean)(images), jax.vmap(model.decode)(latents)
 
 
-def test_a_call_above_call_min_gflop_runs_every_conv_on_winograd(model_and_inputs):
+def test_a_call_between_call_min_and_max_gflop_runs_every_conv_on_winograd(model_and_inputs):
     model, images, latents = model_and_inputs
     decode_gflop = call_gflop(model.decoder, latents[0])
     encode_gflop = call_gflop(model.encoder, images[0])
     never = dict(upsample_min_gflop=float("inf"), conv_min_gflop=float("inf"))
-    for threshold, expected in [(0.99, eqx_vae.WinogradConv()), (1.01, eqx_vae.XlaConv())]:
+    cases = [(0.99, 2.0, eqx_vae.WinogradConv()), (1.01, 2.0, eqx_vae.XlaConv()), (0.5, 0.99, eqx_vae.XlaConv())]
+    for low, high, expected in cases:
         for op, gflop in [("encode", encode_gflop), ("decode", decode_gflop)]:
-            auto = _with(model, eqx_vae.AutoConv(call_min_gflop=threshold * gflop, **never))
+            limits = dict(call_min_gflop=low * gflop, call_max_gflop=high * gflop)
+            auto = _with(model, eqx_vae.AutoConv(**limits, **never))
             index = 0 if op == "encode" else 1
             ours = _encode_decode(auto, images, latents)[index]
             reference = _encode_decode(_with(model, expected), images, latents)[index]
-            np.testing.assert_array_equal(ours, reference, err_msg=f"{op} at {threshold} x its GFLOP")
+            np.testing.assert_array_equal(ours, reference, err_msg=f"{op}: {low}-{high} x its GFLOP")
     backends = (eqx_vae.WinogradConv(), eqx_vae.XlaConv())
     winograd, xla = (_encode_decode(_with(model, backend), images, latents) for backend in backends)
     assert not np.array_equal(winograd[1], xla[1])  # the two routes really differ
@@ -140,7 +143,7 @@ def test_a_call_above_call_min_gflop_runs_every_conv_on_winograd(model_and_input
 
 def test_the_call_rule_is_off_on_other_platforms_and_under_spatial_sharding(model_and_inputs, monkeypatch):
     model, _, latents = model_and_inputs
-    decoder = _with(model, eqx_vae.AutoConv(0.0, float("inf"), float("inf"))).decoder
+    decoder = _with(model, eqx_vae.AutoConv(call_min_gflop=0.0)).decoder
     assert isinstance(eqx_vae.nn.conv_layers(resolve_auto_conv(decoder, latents[0]))[0].backend, eqx_vae.WinogradConv)
     bound = eqx_vae.with_spatial_axis(decoder, "height")
     assert resolve_auto_conv(bound, latents[0]) is bound
@@ -149,12 +152,14 @@ def test_the_call_rule_is_off_on_other_platforms_and_under_spatial_sharding(mode
 
 
 def test_default_call_rule_on_sd_size_decodes():
-    """With the defaults an SD-size decode at 256 px stays on XLA's convs and one at 512 px runs on matmuls."""
+    """With the defaults an SD-size decode at 256 px stays on XLA's convs, one at 512 px runs on matmuls, and one at
+    2048 px (whose Winograd temporaries would take 23 GiB) stays on XLA apart from its large upsamplers."""
     config = eqx_vae.preset_config("sd-vae-ft-mse")
     model = eqx.filter_eval_shape(eqx_vae.AutoencoderKL, config, key=jax.random.key(0))  # shapes only
-    for side, on_winograd in [(256, False), (512, True)]:
+    for side, on_winograd in [(256, False), (512, True), (2048, False)]:
         latent = jax.ShapeDtypeStruct((4, side // 8, side // 8), jnp.float32)
         gflop = call_gflop(lambda m, z: m.decoder(z), model, latent)
-        assert (gflop >= eqx_vae.AutoConv().call_min_gflop) == on_winograd
+        default = eqx_vae.AutoConv()
+        assert (default.call_min_gflop <= gflop <= default.call_max_gflop) == on_winograd
         names = [e.primitive.name for e in eqx.filter_make_jaxpr(lambda m, z: m.decode(z))(model, latent)[0].eqns]
         assert (names.count("conv_general_dilated") <= 3) == on_winograd  # only the narrow convs stay on XLA

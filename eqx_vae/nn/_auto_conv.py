@@ -49,22 +49,23 @@ def _gflop_bound(convs: list, args: tuple) -> float:
 def resolve_auto_conv(module, *args, **kwargs):
     """`module` with its `AutoConv`s settled for the call `module(*args, **kwargs)`.
 
-    On CPU, when the call's convs add up to at least `call_min_gflop` GFLOP (the smallest of its AutoConvs), every
-    AutoConv becomes `WinogradConv`. Otherwise, and on other platforms or under spatial sharding, `module` is returned
-    as it is, and each AutoConv picks per conv.
+    On CPU, when the call's convs add up to between `call_min_gflop` and `call_max_gflop` GFLOP (the strictest
+    values of its AutoConvs), every AutoConv becomes `WinogradConv`. Otherwise, and on other platforms or under
+    spatial sharding, `module` is returned as it is, and each AutoConv picks per conv.
     """
     convs = conv_layers(module)
     autos = [conv.backend for conv in convs if isinstance(conv.backend, AutoConv)]
     if not autos or jax.default_backend() != "cpu" or any(conv.spatial_axis is not None for conv in convs):
         return module
     threshold = min(auto.call_min_gflop for auto in autos)
-    if threshold == float("inf"):
+    limit = min(auto.call_max_gflop for auto in autos)
+    if threshold == float("inf") or threshold > limit:
         return module
     if _gflop_bound(convs, args) < threshold:  # too small to be worth tracing for a count
         return module
     is_auto = lambda node: isinstance(node, AutoConv)  # noqa: E731
     as_xla = jax.tree_util.tree_map(lambda node: XlaConv() if is_auto(node) else node, module, is_leaf=is_auto)
-    if call_gflop(lambda layer, *a, **k: layer(*a, **k), as_xla, *args, **kwargs) < threshold:
+    if not threshold <= call_gflop(lambda layer, *a, **k: layer(*a, **k), as_xla, *args, **kwargs) <= limit:
         return module
     return jax.tree_util.tree_map(lambda node: WinogradConv() if is_auto(node) else node, module, is_leaf=is_auto)
 
