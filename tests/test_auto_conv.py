@@ -118,27 +118,28 @@ def model_and_inputs():
     return model, images, latents
 
 
-def _encode_decode(model, images, latents):
-    return jax.vmap(lambda x: model.encode(x).mean)(images), jax.vmap(model.decode)(latents)
+def _run(model, op: str, images, latents):
+    if op == "encode":
+        return jax.vmap(lambda x: model.encode(x).mean)(images)
+    return jax.vmap(model.decode)(latents)
 
 
 def test_a_call_between_call_min_and_max_gflop_runs_every_conv_on_winograd(model_and_inputs):
     model, images, latents = model_and_inputs
-    decode_gflop = call_gflop(model.decoder, latents[0])
-    encode_gflop = call_gflop(model.encoder, images[0])
+    gflops = {"encode": call_gflop(model.encoder, images[0]), "decode": call_gflop(model.decoder, latents[0])}
+    backends = {"winograd": eqx_vae.WinogradConv(), "xla": eqx_vae.XlaConv()}
+    references = {
+        (name, op): _run(_with(model, backend), op, images, latents)
+        for name, backend in backends.items()
+        for op in gflops
+    }
     never = dict(upsample_min_gflop=float("inf"), conv_min_gflop=float("inf"))
-    cases = [(0.99, 2.0, eqx_vae.WinogradConv()), (1.01, 2.0, eqx_vae.XlaConv()), (0.5, 0.99, eqx_vae.XlaConv())]
-    for low, high, expected in cases:
-        for op, gflop in [("encode", encode_gflop), ("decode", decode_gflop)]:
-            limits = dict(call_min_gflop=low * gflop, call_max_gflop=high * gflop)
-            auto = _with(model, eqx_vae.AutoConv(**limits, **never))
-            index = 0 if op == "encode" else 1
-            ours = _encode_decode(auto, images, latents)[index]
-            reference = _encode_decode(_with(model, expected), images, latents)[index]
-            np.testing.assert_array_equal(ours, reference, err_msg=f"{op}: {low}-{high} x its GFLOP")
-    backends = (eqx_vae.WinogradConv(), eqx_vae.XlaConv())
-    winograd, xla = (_encode_decode(_with(model, backend), images, latents) for backend in backends)
-    assert not np.array_equal(winograd[1], xla[1])  # the two routes really differ
+    for low, high, expected in [(0.99, 2.0, "winograd"), (1.01, 2.0, "xla"), (0.5, 0.99, "xla")]:
+        for op, gflop in gflops.items():
+            auto = eqx_vae.AutoConv(call_min_gflop=low * gflop, call_max_gflop=high * gflop, **never)
+            ours = _run(_with(model, auto), op, images, latents)
+            np.testing.assert_array_equal(ours, references[expected, op], err_msg=f"{op}: {low}-{high} x its GFLOP")
+    assert not np.array_equal(references["winograd", "decode"], references["xla", "decode"])  # the routes differ
 
 
 def test_the_call_rule_is_off_on_other_platforms_and_under_spatial_sharding(model_and_inputs, monkeypatch):
