@@ -24,7 +24,7 @@ import numpy as np
 import eqx_vae
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from evaluate_default import bicubic_round_trip  # noqa: E402
+from evaluate_default import bicubic_round_trip, load_models  # noqa: E402
 from train_default import held_out_files, load_cropped, reconstruct8, to_uint8  # noqa: E402
 
 
@@ -78,13 +78,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", default=None, metavar="[NAME=]FOLDER")
     args = parser.parse_args(argv)
-    specs = args.model or ["default model=" + eqx_vae.checkpoints.default_model_path()]
+    models = load_models(args.model)
     print("| model | picture | luma MSE | chroma MSE | low-frequency MSE | mean error R / G / B |")
     print("|---|---|---|---|---|---|")
-    models = {}
-    for spec in specs:
-        name, _, folder = spec.rpartition("=")
-        models[name or folder] = eqx_vae.from_pretrained(folder, dtype="float32")
     for path in held_out_files():
         image = load_cropped(path)
         candidates = {"bicubic 8x": bicubic_round_trip(image)}

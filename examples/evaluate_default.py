@@ -94,6 +94,15 @@ def comparison_figure(models: dict[str, eqx_vae.AutoencoderKL], path: str, side:
     canvas.save(path)
 
 
+def load_models(specs: list[str] | None) -> dict[str, eqx_vae.AutoencoderKL]:
+    """`[NAME=]FOLDER` specs -> models in float32 by name (the folder when unnamed); none: the shipped default."""
+    models = {}
+    for spec in specs or ["default model=" + eqx_vae.checkpoints.default_model_path()]:
+        name, _, folder = spec.rpartition("=")
+        models[name or folder] = eqx_vae.from_pretrained(folder, dtype="float32")
+    return models
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -107,11 +116,8 @@ def main(argv=None):
     parser.add_argument("--figure", default=None, help="also write a side-by-side PNG of crops of the pictures")
     args = parser.parse_args(argv)
     files = held_out_files()
-    columns, models = {}, {}
-    for spec in args.model or ["default model=" + eqx_vae.checkpoints.default_model_path()]:
-        name, _, folder = spec.rpartition("=")
-        models[name or folder] = eqx_vae.from_pretrained(folder, dtype="float32")
-        columns[name or folder] = evaluate(models[name or folder], files)
+    models = load_models(args.model)
+    columns = {name: evaluate(model, files) for name, model in models.items()}
     columns["bicubic 8x"] = {os.path.basename(path): bicubic_baseline(path) for path in files}
     print(table(columns))
     if args.json:

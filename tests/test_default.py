@@ -16,7 +16,7 @@ from helpers import assert_close_to_reference
 
 import eqx_vae
 from eqx_vae.checkpoints import default_model_path, sample_image_path
-from eqx_vae.io._images import psnr, read_image
+from eqx_vae.io._images import psnr, read_image, to_uint8
 
 PIL = pytest.importorskip("PIL.Image")
 
@@ -77,11 +77,6 @@ def full_size_held_out(name: str) -> str:
     return path
 
 
-def as_uint8(image: np.ndarray) -> np.ndarray:
-    """A `(3, h, w)` image in [-1, 1] as `(h, w, 3)` uint8, as it would be saved."""
-    return np.round(np.clip((image + 1.0) * 127.5, 0, 255)).astype(np.uint8).transpose(1, 2, 0)
-
-
 @pytest.mark.parametrize("name", ["astronaut.png", "coffee.png"])
 def test_full_size_held_out_pictures_beat_bicubic(model, name):
     """On the whole held-out pictures (512x512 and 600x400), PSNR and SSIM are above bicubic 8x's, computed here, and
@@ -91,9 +86,9 @@ def test_full_size_held_out_pictures_beat_bicubic(model, name):
     with open(os.path.join(default_model_path(), "training.json"), encoding="utf-8") as file:
         assert name in json.load(file)["held_out"]
     image = read_image(path)
-    original = as_uint8(image)
-    ours = as_uint8(np.asarray(eqx_vae.reconstruct(model, jnp.asarray(image[None]))[0]))
-    baseline = as_uint8(bicubic_round_trip(path, model.config.downsampling_factor))
+    original = to_uint8(image)
+    ours = to_uint8(np.asarray(eqx_vae.reconstruct(model, jnp.asarray(image[None]))[0]))
+    baseline = to_uint8(bicubic_round_trip(path, model.config.downsampling_factor))
     for metric, kwargs in [("peak_signal_noise_ratio", {}), ("structural_similarity", {"channel_axis": 2})]:
         score = getattr(metrics, metric)
         ours_score, bicubic_score = (score(original, x, data_range=255, **kwargs) for x in (ours, baseline))

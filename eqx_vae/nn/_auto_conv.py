@@ -46,6 +46,12 @@ def _gflop_bound(convs: list, args: tuple) -> float:
     return 2 * sum(conv.weight.size for conv in convs) * pixels * 64 / 1e9
 
 
+def _replacing_auto_conv(module, backend):
+    """`module` with each `AutoConv` backend replaced by `backend` (other backends kept)."""
+    is_auto = lambda node: isinstance(node, AutoConv)  # noqa: E731
+    return jax.tree_util.tree_map(lambda node: backend if is_auto(node) else node, module, is_leaf=is_auto)
+
+
 def resolve_auto_conv(module, *args, **kwargs):
     """`module` with its `AutoConv`s settled for the call `module(*args, **kwargs)`.
 
@@ -63,9 +69,8 @@ def resolve_auto_conv(module, *args, **kwargs):
         return module
     if _gflop_bound(convs, args) < threshold:  # too small to be worth tracing for a count
         return module
-    is_auto = lambda node: isinstance(node, AutoConv)  # noqa: E731
-    as_xla = jax.tree_util.tree_map(lambda node: XlaConv() if is_auto(node) else node, module, is_leaf=is_auto)
+    as_xla = _replacing_auto_conv(module, XlaConv())
     if not threshold <= call_gflop(lambda layer, *a, **k: layer(*a, **k), as_xla, *args, **kwargs) <= limit:
         return module
-    return jax.tree_util.tree_map(lambda node: WinogradConv() if is_auto(node) else node, module, is_leaf=is_auto)
+    return _replacing_auto_conv(module, WinogradConv())
 

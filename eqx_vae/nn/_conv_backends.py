@@ -119,17 +119,15 @@ class AutoConv(AbstractConvBackend):
 
     On CPU, an encode or decode of one image whose convs add up to between `call_min_gflop` and `call_max_gflop`
     GFLOP runs every conv with `WinogradConv` (the autoencoder settles this per call, `resolve_auto_conv`). Any other
-    call picks per conv:
-    an upsampler's conv (nearest 2x + 3x3) of at least `upsample_min_gflop` GFLOP runs as Winograd's sub-pixel conv,
-    any other conv of at least `conv_min_gflop` GFLOP (a strided one counted at stride 1) as Winograd matmuls, and the
-    rest with XLA's convolution.
+    call picks per conv: an upsampler's conv (nearest 2x + 3x3) of at least `upsample_min_gflop` GFLOP runs as
+    Winograd's sub-pixel conv, any other conv of at least `conv_min_gflop` GFLOP (a strided one counted at stride 1)
+    as Winograd matmuls, and the rest with XLA's convolution.
 
-    With the defaults, an SD-size decode of 512 px or more (2470 GFLOP at 512) and an encode of 512 px or more (1070
-    GFLOP) run on Winograd: about half the time of XLA's convs, with a first call as quick for the decode and about
-    2 s longer for the encode. Smaller calls stay with XLA, whose first call is several seconds shorter. Mixing the
-    two backends within one call cost more than it saved. Above `call_max_gflop` (an SD-size decode above about
-    1450 px) Winograd's 1.6x larger XLA temporaries matter more than its speed: 23 GiB against 14 for a 2048-px
-    decode.
+    With the defaults, SD-size decodes from 512 px (2470 GFLOP) to about 1450 px and encodes from 512 px (1070 GFLOP)
+    to about 2200 px run on Winograd: about half the time of XLA's convs, with a first call as quick for the decode
+    and about 2 s longer for the encode. Smaller calls stay with XLA, whose first call is several seconds shorter.
+    Mixing the two backends within one call cost more than it saved. Above `call_max_gflop` Winograd's 1.6x larger
+    XLA temporaries matter more than its speed: 23 GiB against 14 for a 2048-px decode.
     """
 
     call_min_gflop: float = eqx.field(static=True, default=1000.0)
