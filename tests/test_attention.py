@@ -1,12 +1,12 @@
 """The memory-efficient (query-chunked) attention path equals the plain one and never builds tokens x tokens."""
 
 import jax
-import jax.extend
 import numpy as np
 import pytest
 from helpers import random_images
 
 import eqx_vae
+from eqx_vae.nn._auto_conv import jaxpr_equations
 
 
 def _block(query_chunk_size, heads=1, channels=32):
@@ -25,13 +25,8 @@ def test_chunked_equals_plain(heads, chunk):
 
 def _largest_intermediate(fn, *args) -> int:
     """The element count of the largest array that `fn`'s jaxpr (its loop bodies included) computes."""
-
-    def largest(jaxpr) -> int:
-        sizes = [int(np.prod(var.aval.shape)) for eqn in jaxpr.eqns for var in eqn.outvars]
-        sizes += [largest(sub) for eqn in jaxpr.eqns for sub in jax.extend.core.jaxprs_in_params(eqn.params)]
-        return max(sizes, default=0)
-
-    return largest(jax.make_jaxpr(fn)(*args).jaxpr)
+    equations = jaxpr_equations(jax.make_jaxpr(fn)(*args).jaxpr)
+    return max(int(np.prod(var.aval.shape)) for equation in equations for var in equation.outvars)
 
 
 def test_chunked_attention_never_builds_the_score_matrix():

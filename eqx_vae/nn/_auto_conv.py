@@ -5,7 +5,7 @@ whatever its size, so on CPU a call is either all Winograd (when its convs add u
 pays for the longer compile) or left to `AutoConv`'s per-conv rules.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import equinox as eqx
 import jax
@@ -16,18 +16,24 @@ from ._conv import conv_layers
 from ._conv_backends import AutoConv, WinogradConv, XlaConv
 
 
+def jaxpr_equations(jaxpr) -> Iterator:
+    """Every equation of a jaxpr, those of its sub-jaxprs (loop bodies, nested jits, ...) included."""
+    for equation in jaxpr.eqns:
+        yield equation
+        for sub in jax.extend.core.jaxprs_in_params(equation.params):
+            yield from jaxpr_equations(sub)
+
+
 def _conv_gflop_of_jaxpr(jaxpr) -> float:
     """The GFLOP of the `conv_general_dilated`s of a jaxpr, its sub-jaxprs included (a multiply-add counts 2)."""
     total = 0.0
-    for equation in jaxpr.eqns:
+    for equation in jaxpr_equations(jaxpr):
         if equation.primitive.name == "conv_general_dilated":
             kernel = equation.invars[1].aval.shape
             out_features = kernel[equation.params["dimension_numbers"].rhs_spec[0]]
             output = equation.outvars[0].aval.shape
             # every output element takes one multiply-add per kernel tap of its group: (in / groups) * kh * kw
             total += 2 * int(np.prod(output)) * int(np.prod(kernel)) // out_features / 1e9
-        for sub in jax.extend.core.jaxprs_in_params(equation.params):
-            total += _conv_gflop_of_jaxpr(sub)
     return total
 
 
