@@ -1,5 +1,6 @@
 """The `WinogradConv` backend (Winograd F(2x2, 3x3) and shifted dots) against float64 convolutions and `XlaConv`."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,12 +10,13 @@ import eqx_vae
 from eqx_vae.nn import get_activation
 from eqx_vae.nn._matmul_conv import (
     activated_winograd_conv3x3,
+    band_rows,
     shifted_dots_conv,
     upsample_conv3x3,
     uses_matmuls,
     uses_winograd,
 )
-from eqx_vae.nn._winograd import winograd_conv3x3
+from eqx_vae.nn._winograd import winograd_conv3x3, winograd_kernel
 
 BACKENDS = {"xla": eqx_vae.XlaConv(), "winograd": eqx_vae.WinogradConv()}
 
@@ -48,7 +50,7 @@ def test_winograd_matches_float64_convolution(shape):
     x = jax.random.normal(key_x, (channels, height + 2, width + 2))
     weight = jax.random.normal(key_w, (7, channels, 3, 3)) / np.sqrt(9 * channels)
     reference = _float64_reference(x, weight)
-    ours = np.asarray(winograd_conv3x3(x, weight))
+    ours = np.asarray(winograd_conv3x3(x, winograd_kernel(weight)))
     direct = np.asarray(_direct(x, weight))
     assert ours.shape == reference.shape == (7, height, width)
     scale = np.abs(reference).max()
@@ -66,7 +68,7 @@ def test_winograd_gradients_match_direct():
     def loss(conv, x, weight):
         return jnp.sum(jnp.sin(conv(x, weight)) * target)
 
-    ours = jax.grad(loss, argnums=(1, 2))(winograd_conv3x3, x, weight)
+    ours = jax.grad(loss, argnums=(1, 2))(lambda x, w: winograd_conv3x3(x, winograd_kernel(w)), x, weight)
     direct = jax.grad(loss, argnums=(1, 2))(_direct, x, weight)
     for a, b in zip(ours, direct, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
@@ -173,3 +175,54 @@ def test_winograd_backend_uses_xla_convolution_only_for_narrow_convs():
 def test_with_conv_backend_refuses_what_is_not_a_backend(small_model):
     with pytest.raises(TypeError, match="AbstractConvBackend"):
         eqx_vae.with_conv_backend(small_model, "winograd")
+
+
+@pytest.mark.parametrize(
+    ("height", "max_pixels", "rows"), [(12, 60, 6), (12, 40, 4), (12, 30, 2), (10, 50, 4), (12, 5, 2), (12, None, 12)]
+)
+def test_band_rows_are_even_and_within_the_limit(height, max_pixels, rows):
+    assert band_rows(height, 10, max_pixels) == rows
+
+
+# 16 channels, a 10x6 output (20x12 upsampled): bands of 2, 4 and 10 rows (several for the upsampler), and one band
+@pytest.mark.parametrize("band_elements", [16 * 12, 16 * 24, 16 * 60, None])
+@pytest.mark.parametrize("operation", ["conv", "of_activated", "of_upsampled"])
+def test_winograd_in_row_bands_matches_float64(operation, band_elements):
+    """Each band reads its halo rows from its neighbours' rows, and only the image's edges are zero-padded."""
+    key_x, key_w = jax.random.split(jax.random.key(7))
+    x = 3 * jax.random.normal(key_x, (16, 10, 6))
+    weight = jax.random.normal(key_w, (16, 16, 3, 3)) / np.sqrt(9 * 16)
+    conv = eqx.tree_at(lambda c: c.weight, _conv(16, "xla"), weight)
+    backend = eqx_vae.WinogradConv(band_elements=band_elements)
+    activation = get_activation("silu")
+    source = np.asarray(x, np.float64)
+    if operation == "of_activated":
+        source = np.asarray(activation(x), np.float64)
+    if operation == "of_upsampled":
+        source = np.repeat(np.repeat(source, 2, axis=1), 2, axis=2)
+    exact = _float64_reference(np.pad(source, ((0, 0), (1, 1), (1, 1))), weight) + np.asarray(conv.bias)[:, None, None]
+    banded = eqx_vae.with_conv_backend(conv, backend)
+    ours = {
+        "conv": banded,
+        "of_activated": lambda x: banded.of_activated(x, activation),
+        "of_upsampled": banded.of_upsampled,
+    }
+    out = np.asarray(ours[operation](x))
+    assert out.shape == exact.shape
+    assert np.abs(out - exact).max() < 1e-5 * max(1.0, np.abs(exact).max())
+
+
+def test_gradients_through_row_bands_match_xla():
+    """The bands between the first and the last run in a loop; reverse-mode differentiation goes through it."""
+    x = 3 * jax.random.normal(jax.random.key(8), (16, 10, 6))
+    target = jax.random.normal(jax.random.key(9), (16, 10, 6))
+    activation = get_activation("silu")
+
+    def loss(conv, x):
+        return jnp.sum(jnp.sin(conv.of_activated(x, activation)) * target)
+
+    banded = eqx_vae.with_conv_backend(_conv(16, "xla"), eqx_vae.WinogradConv(band_elements=16 * 12))
+    ours = eqx.filter_grad(loss)(banded, x)
+    direct = eqx.filter_grad(loss)(_conv(16, "xla"), x)
+    for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(direct), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))

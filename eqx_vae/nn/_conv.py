@@ -60,8 +60,8 @@ class Conv2d(eqx.Module):
         padding = self.padding
         if self.spatial_axis is not None:
             x, padding = halo_pad(x, padding, self.spatial_axis)
-        out = method(x, self.weight.astype(self.dtype), stride=self.stride, padding=padding, **options)
-        return out if self.bias is None else out + self.bias.astype(self.dtype)[:, None, None]
+        bias = None if self.bias is None else self.bias.astype(self.dtype)
+        return method(x, self.weight.astype(self.dtype), stride=self.stride, padding=padding, bias=bias, **options)
 
     def __call__(
         self, x: Float[Array, "in_channels height width"]

@@ -19,12 +19,20 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._matmul_conv import activated_winograd_conv3x3, matmul_conv, upsample_conv3x3, uses_matmuls, uses_winograd
+from ._matmul_conv import (
+    activated_winograd_conv3x3,
+    add_bias,
+    matmul_conv,
+    upsample_conv3x3,
+    uses_matmuls,
+    uses_winograd,
+)
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 Image = Float[Array, "in_channels height width"]
 Weight = Float[Array, "out_channels in_channels kernel_height kernel_width"]
 Output = Float[Array, "out_channels out_height out_width"]
+Bias = Float[Array, " out_channels"] | None
 
 
 def upsample_nearest_2x(x: Float[Array, "channels height width"]) -> Float[Array, "channels 2*height 2*width"]:
@@ -33,42 +41,63 @@ def upsample_nearest_2x(x: Float[Array, "channels height width"]) -> Float[Array
 
 
 class AbstractConvBackend(eqx.Module):
-    """The algorithm of a `Conv2d`. `x` and `weight` arrive in the compute dtype; no bias is added here."""
+    """The algorithm of a `Conv2d`. `x`, `weight` and `bias` arrive in the compute dtype; a backend adds the bias
+    (when not None) where it costs least.
+    """
 
     @abc.abstractmethod
-    def conv(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> Output:
-        """The convolution of `x` zero-padded by `padding`, with `stride`."""
+    def conv(self, x: Image, weight: Weight, *, stride: int, padding: Padding, bias: Bias = None) -> Output:
+        """The convolution of `x` zero-padded by `padding`, with `stride`, plus `bias`."""
 
     @abc.abstractmethod
     def conv_of_activated(
-        self, x: Image, weight: Weight, *, stride: int, padding: Padding, activation: Callable[[Array], Array]
+        self,
+        x: Image,
+        weight: Weight,
+        *,
+        stride: int,
+        padding: Padding,
+        activation: Callable[[Array], Array],
+        bias: Bias = None,
     ) -> Output:
         """`conv(activation(x))`; `activation(0)` must be 0."""
 
     @abc.abstractmethod
-    def conv_of_upsampled(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> Output:
+    def conv_of_upsampled(
+        self, x: Image, weight: Weight, *, stride: int, padding: Padding, bias: Bias = None
+    ) -> Output:
         """`conv(upsample_nearest_2x(x))`, `padding` in upsampled pixels."""
 
 
 class XlaConv(AbstractConvBackend):
     """XLA's convolution (`lax.conv_general_dilated`), channels-first: quick to compile, exact."""
 
-    def conv(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> Output:
-        return jax.lax.conv_general_dilated(
+    def conv(self, x: Image, weight: Weight, *, stride: int, padding: Padding, bias: Bias = None) -> Output:
+        out = jax.lax.conv_general_dilated(
             x[None],
             weight,
             window_strides=(stride, stride),
             padding=padding,
             dimension_numbers=("NCHW", "OIHW", "NCHW"),
         )[0]
+        return add_bias(out, bias)
 
     def conv_of_activated(
-        self, x: Image, weight: Weight, *, stride: int, padding: Padding, activation: Callable[[Array], Array]
+        self,
+        x: Image,
+        weight: Weight,
+        *,
+        stride: int,
+        padding: Padding,
+        activation: Callable[[Array], Array],
+        bias: Bias = None,
     ) -> Output:
-        return self.conv(activation(x), weight, stride=stride, padding=padding)
+        return self.conv(activation(x), weight, stride=stride, padding=padding, bias=bias)
 
-    def conv_of_upsampled(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> Output:
-        return self.conv(upsample_nearest_2x(x), weight, stride=stride, padding=padding)
+    def conv_of_upsampled(
+        self, x: Image, weight: Weight, *, stride: int, padding: Padding, bias: Bias = None
+    ) -> Output:
+        return self.conv(upsample_nearest_2x(x), weight, stride=stride, padding=padding, bias=bias)
 
 
 def _is_same_size_3x3(weight: Weight, stride: int, padding: Padding) -> bool:
@@ -82,25 +111,41 @@ class WinogradConv(AbstractConvBackend):
     input's 2x2 phases; nearest 2x upsampling + 3x3 conv is four 2x2 convs of the small image; strided and 1x1 convs
     are one matmul per tap. Convs with fewer than `MATMUL_MIN_CHANNELS` channels in or out (an image's 3, a latent's
     4) use XLA's convolution, which is faster for them. Faster than `XlaConv` on CPU, several times longer to compile.
+
+    A Winograd or upsampler conv whose input channels x output pixels exceed `band_elements` runs in row bands of at
+    most that size, one after another, so its temporaries stay about `16 * band_elements` bytes in float32 (1 GiB by
+    default) whatever the image size. The default leaves every conv of an SD-size decode at 512 px whole; at 2048 px
+    the bands cut XLA's plan from 23.0 to 10.5 GiB, below `XlaConv`'s 14.0. `None` never bands.
     """
 
-    def conv(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> Output:
+    band_elements: int | None = eqx.field(static=True, default=2**26)
+
+    def conv(self, x: Image, weight: Weight, *, stride: int, padding: Padding, bias: Bias = None) -> Output:
         if not uses_matmuls(weight.shape):
-            return XlaConv().conv(x, weight, stride=stride, padding=padding)
-        return matmul_conv(jnp.pad(x, ((0, 0), *padding)), weight, stride)
+            return XlaConv().conv(x, weight, stride=stride, padding=padding, bias=bias)
+        return matmul_conv(jnp.pad(x, ((0, 0), *padding)), weight, stride, bias, self.band_elements)
 
     def conv_of_activated(
-        self, x: Image, weight: Weight, *, stride: int, padding: Padding, activation: Callable[[Array], Array]
+        self,
+        x: Image,
+        weight: Weight,
+        *,
+        stride: int,
+        padding: Padding,
+        activation: Callable[[Array], Array],
+        bias: Bias = None,
     ) -> Output:
         padded_height, padded_width = x.shape[1] + 2, x.shape[2] + 2
         if _is_same_size_3x3(weight, stride, padding) and uses_winograd(weight.shape, 1, padded_height, padded_width):
-            return activated_winograd_conv3x3(x, weight, activation)
-        return self.conv(activation(x), weight, stride=stride, padding=padding)
+            return activated_winograd_conv3x3(x, weight, activation, bias, self.band_elements)
+        return self.conv(activation(x), weight, stride=stride, padding=padding, bias=bias)
 
-    def conv_of_upsampled(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> Output:
+    def conv_of_upsampled(
+        self, x: Image, weight: Weight, *, stride: int, padding: Padding, bias: Bias = None
+    ) -> Output:
         if _is_same_size_3x3(weight, stride, padding) and uses_matmuls(weight.shape):
-            return upsample_conv3x3(jnp.pad(x, ((0, 0), (1, 1), (1, 1))), weight)
-        return self.conv(upsample_nearest_2x(x), weight, stride=stride, padding=padding)
+            return upsample_conv3x3(jnp.pad(x, ((0, 0), (1, 1), (1, 1))), weight, bias, self.band_elements)
+        return self.conv(upsample_nearest_2x(x), weight, stride=stride, padding=padding, bias=bias)
 
 
 def conv_gflop(weight_shape: tuple[int, ...], out_height: int, out_width: int) -> float:
@@ -123,15 +168,15 @@ class AutoConv(AbstractConvBackend):
     Winograd's sub-pixel conv, any other conv of at least `conv_min_gflop` GFLOP (a strided one counted at stride 1)
     as Winograd matmuls, and the rest with XLA's convolution.
 
-    With the defaults, SD-size decodes from 512 px (2470 GFLOP) to about 1450 px and encodes from 512 px (1070 GFLOP)
-    to about 2200 px run on Winograd: about half the time of XLA's convs, with a first call as quick for the decode
-    and about 2 s longer for the encode. Smaller calls stay with XLA, whose first call is several seconds shorter.
-    Mixing the two backends within one call cost more than it saved. Above `call_max_gflop` Winograd's 1.6x larger
-    XLA temporaries matter more than its speed: 23 GiB against 14 for a 2048-px decode.
+    With the defaults, SD-size decodes and encodes from 512 px (2470 and 1070 GFLOP) up run on Winograd: about half
+    the time of XLA's convs, with a first call as quick for the decode and about 2 s longer for the encode, and no
+    more memory (its large convs run in row bands, `WinogradConv.band_elements`). Smaller calls stay with XLA, whose
+    first call is several seconds shorter. Mixing the two backends within one call cost more than it saved.
+    `call_max_gflop` (no limit by default) sends calls above it back to XLA.
     """
 
     call_min_gflop: float = eqx.field(static=True, default=1000.0)
-    call_max_gflop: float = eqx.field(static=True, default=20000.0)
+    call_max_gflop: float = eqx.field(static=True, default=float("inf"))
     upsample_min_gflop: float = eqx.field(static=True, default=250.0)
     conv_min_gflop: float = eqx.field(static=True, default=float("inf"))
 
@@ -144,18 +189,27 @@ class AutoConv(AbstractConvBackend):
         large = conv_gflop(weight.shape, out_height, out_width) >= threshold
         return WinogradConv() if large and jax.default_backend() == "cpu" else XlaConv()
 
-    def conv(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> Output:
-        return self._pick(x, weight, stride, padding).conv(x, weight, stride=stride, padding=padding)
+    def conv(self, x: Image, weight: Weight, *, stride: int, padding: Padding, bias: Bias = None) -> Output:
+        return self._pick(x, weight, stride, padding).conv(x, weight, stride=stride, padding=padding, bias=bias)
 
     def conv_of_activated(
-        self, x: Image, weight: Weight, *, stride: int, padding: Padding, activation: Callable[[Array], Array]
+        self,
+        x: Image,
+        weight: Weight,
+        *,
+        stride: int,
+        padding: Padding,
+        activation: Callable[[Array], Array],
+        bias: Bias = None,
     ) -> Output:
         backend = self._pick(x, weight, stride, padding)
-        return backend.conv_of_activated(x, weight, stride=stride, padding=padding, activation=activation)
+        return backend.conv_of_activated(x, weight, stride=stride, padding=padding, activation=activation, bias=bias)
 
-    def conv_of_upsampled(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> Output:
+    def conv_of_upsampled(
+        self, x: Image, weight: Weight, *, stride: int, padding: Padding, bias: Bias = None
+    ) -> Output:
         backend = self._pick(x, weight, stride, padding, upsampled=True)
-        return backend.conv_of_upsampled(x, weight, stride=stride, padding=padding)
+        return backend.conv_of_upsampled(x, weight, stride=stride, padding=padding, bias=bias)
 
 
 CONV_ALGORITHMS = {"auto": AutoConv, "direct": XlaConv, "winograd": WinogradConv}

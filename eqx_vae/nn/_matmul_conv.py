@@ -17,7 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._winograd import combine_kernel_taps, interleave_2x2, winograd_conv3x3, winograd_conv3x3_of_phases
+from ._winograd import (
+    combine_kernel_taps,
+    interleave_2x2,
+    winograd_conv3x3,
+    winograd_conv3x3_of_phases,
+    winograd_kernel,
+)
 
 # Below this many input or output channels matmuls lose to XLA's conv: a 3 -> 128 channel conv at 256x256 took 103 ms
 # with Winograd against 20 ms direct, and the 128 -> 3 output conv as shifted dots about 150 ms against 45 ms.
@@ -71,50 +77,147 @@ def shifted_dots_conv(
     return _tap_sum(x, [list(row) for row in taps], stride)
 
 
+def add_bias(x: Float[Array, "channels height width"], bias: Float[Array, " channels"] | None) -> Array:
+    """`x` plus a per-channel bias (None: `x` as it is)."""
+    return x if bias is None else x + bias[:, None, None]
+
+
+def band_rows(height: int, width: int, max_pixels: int | None) -> int:
+    """Rows per band when `height` rows of `width` pixels are split into row bands of at most `max_pixels` pixels:
+    even, at least 2, and as even a split as the rows allow (all `height` rows when `max_pixels` is None)."""
+    if max_pixels is None or height * width <= max_pixels:
+        return height
+    most_rows = max(2, 2 * (max_pixels // (2 * width)))
+    count = -(-height // most_rows)
+    return 2 * -(-height // (2 * count))
+
+
+def _rows(x: Float[Array, "channels height width"], start: int | Array, count: int) -> Array:
+    """Rows `[start, start + count)` of `x`; `start` may be traced."""
+    if isinstance(start, int):
+        return x[:, start : start + count]
+    return jax.lax.dynamic_slice_in_dim(x, start, count, axis=1)
+
+
+def in_row_bands(band: Callable[[int | Array, int], Array], height: int, rows: int, scale: int = 1) -> Array:
+    """The output of a conv computed band by band: `band(start, count)` gives output rows `[scale * start,
+    scale * (start + count))`, for `start` in steps of `rows` up to `height`.
+
+    The first and last bands get a Python int `start` (only they touch the image's edges). The bands between them
+    run in a loop with a traced `start`, one after the other, so that only one band's temporaries are alive at a
+    time: XLA schedules independent bands as it likes, which for unrolled bands kept every band's Winograd transforms
+    alive together, as much memory as no bands at all.
+    """
+    starts = list(range(0, height, rows))
+    if len(starts) == 1:
+        return band(0, height)
+    first, last = band(0, rows), band(starts[-1], height - starts[-1])
+    out = jnp.zeros((first.shape[0], scale * height, first.shape[2]), first.dtype)
+    out = jax.lax.dynamic_update_slice_in_dim(out, first, 0, axis=1)
+
+    def middle(index, out):
+        start = index * rows
+        return jax.lax.dynamic_update_slice_in_dim(out, band(start, rows), scale * start, axis=1)
+
+    out = jax.lax.fori_loop(1, len(starts) - 1, middle, out)
+    return jax.lax.dynamic_update_slice_in_dim(out, last, scale * starts[-1], axis=1)
+
+
+def band_pixels(x: Float[Array, "in_channels height width"], band_elements: int | None) -> int | None:
+    """The most output pixels of one row band of a Winograd conv of `x`: `band_elements` input values (channels x
+    output pixels). A band's transformed inputs take 16 bytes per such value in float32, so the default 2**26 bounds
+    them at 1 GiB, what one conv of an SD-size decode at 512 px needs without bands."""
+    return None if band_elements is None else max(1, band_elements // x.shape[0])
+
+
 def matmul_conv(
     x: Float[Array, "in_channels padded_height padded_width"],
     weight: Float[Array, "out_channels in_channels kernel_height kernel_width"],
     stride: int,
+    bias: Float[Array, " out_channels"] | None = None,
+    band_elements: int | None = None,
 ) -> Float[Array, "out_channels out_height out_width"]:
-    """The unpadded conv of an already padded image: Winograd where `uses_winograd`, shifted dots elsewhere."""
-    if uses_winograd(weight.shape, stride, *x.shape[1:]):
-        return winograd_conv3x3(x, weight)
-    return shifted_dots_conv(x, weight, stride)
+    """The unpadded conv of an already padded image: Winograd where `uses_winograd` (in row bands, see
+    `band_pixels`), shifted dots elsewhere."""
+    if not uses_winograd(weight.shape, stride, *x.shape[1:]):
+        return add_bias(shifted_dots_conv(x, weight, stride), bias)
+    kernel = winograd_kernel(weight)
+    height, width = x.shape[1] - 2, x.shape[2] - 2
+    band = lambda start, count: add_bias(winograd_conv3x3(_rows(x, start, count + 2), kernel), bias)  # noqa: E731
+    return in_row_bands(band, height, band_rows(height, width, band_pixels(x, band_elements)))
+
+
+def _activated_phase(
+    x: Float[Array, "in_channels rows width"],
+    activation: Callable[[Array], Array],
+    row_phase: int,
+    column_phase: int,
+    rows_padding: tuple[int, int],
+) -> Float[Array, "in_channels phase_rows phase_width"]:
+    """Phase `(row_phase, column_phase)` of `activation(x)` zero-padded by `rows_padding` rows and one column on each
+    side: the padded pixels `(2i + row_phase, 2j + column_phase)`. The activation runs on the stride-2 slice of `x`
+    alone; the zeros are added after it."""
+    top, bottom = rows_padding
+    phase_rows = (top + x.shape[1] + bottom) // 2
+    zeros_above = 1 if row_phase < top else 0
+    rows = x[:, (row_phase - top) % 2 :: 2]
+    zeros_below = phase_rows - zeros_above - rows.shape[1]
+    phase = activation(rows[:, :, 1 - column_phase :: 2])
+    return jnp.pad(phase, ((0, 0), (zeros_above, zeros_below), (1 - column_phase, column_phase)))
 
 
 def activated_winograd_conv3x3(
     x: Float[Array, "in_channels height width"],
     weight: Float[Array, "out_channels in_channels 3 3"],
     activation: Callable[[Array], Array],
+    bias: Float[Array, " out_channels"] | None = None,
+    band_elements: int | None = None,
 ) -> Float[Array, "out_channels height width"]:
-    """The 3x3 conv (stride 1, padding 1; even height and width) of `activation(x)`, with Winograd.
+    """The 3x3 conv (stride 1, padding 1; even height and width) of `activation(x)`, with Winograd, in row bands
+    (`band_pixels`).
 
-    The activation is applied to the four 2x2 phases of `x` and each phase is zero-padded on its own side, so the
-    stride-2 reads happen once, where the activation is computed, and the 16 Winograd input transforms read their
-    taps with unit stride. `activation(0)` must be 0 (the padding comes after it), true of every `act_fn`.
+    The activation is applied to the four 2x2 phases of each band of `x` (its rows and one halo row on each side)
+    and each phase is zero-padded on its own side, so the stride-2 reads happen once, where the activation is
+    computed, and the 16 Winograd input transforms read their taps with unit stride. `activation(0)` must be 0 (the
+    padding comes after it), true of every `act_fn`.
 
     The activated phases are written to memory once (an optimisation barrier): left to itself, XLA recomputes the
     norm and activation inside each of the 16 transforms, which makes the program much larger and slower to compile.
     """
-    phases = [
-        [jnp.pad(activation(x[:, 1 - a :: 2, 1 - b :: 2]), ((0, 0), (1 - a, a), (1 - b, b))) for b in range(2)]
-        for a in range(2)
-    ]
-    return winograd_conv3x3_of_phases(jax.lax.optimization_barrier(phases), weight)
+    kernel = winograd_kernel(weight)
+    height, width = x.shape[1:]
+
+    def band(start, count):
+        top = isinstance(start, int) and start == 0  # only the first and last bands are zero-padded
+        bottom = isinstance(start, int) and start + count == height
+        rows = _rows(x, start if top else start - 1, count + 2 - top - bottom)
+        phases = [
+            [_activated_phase(rows, activation, a, b, (int(top), int(bottom))) for b in range(2)] for a in range(2)
+        ]
+        return add_bias(winograd_conv3x3_of_phases(jax.lax.optimization_barrier(phases), kernel), bias)
+
+    return in_row_bands(band, height, band_rows(height, width, band_pixels(x, band_elements)))
 
 
 def upsample_conv3x3(
-    x: Float[Array, "in_channels padded_height padded_width"], weight: Float[Array, "out_channels in_channels 3 3"]
+    x: Float[Array, "in_channels padded_height padded_width"],
+    weight: Float[Array, "out_channels in_channels 3 3"],
+    bias: Float[Array, " out_channels"] | None = None,
+    band_elements: int | None = None,
 ) -> Float[Array, "out_channels 2*padded_height-4 2*padded_width-4"]:
-    """The 3x3 conv (padding 1) of the nearest 2x upsampling of `x`, from `x` padded by one pixel: each of the four
-    output phases is a 2x2 conv of the small image, so the 4x larger upsampled image is never built and the conv does
-    4/9 of the multiplies."""
+    """The 3x3 conv (padding 1) of the nearest 2x upsampling of `x`, from `x` padded by one pixel, in row bands
+    (`band_pixels`): each of the four output phases is a 2x2 conv of the small image, so the 4x
+    larger upsampled image is never built and the conv does 4/9 of the multiplies."""
     height, width = x.shape[1] - 2, x.shape[2] - 2
-    phases = [
-        [
-            _tap_sum(x[:, r : r + height + 1, s : s + width + 1], combine_kernel_taps(weight, taps_r, taps_s), 1)
-            for s, taps_s in enumerate(_PHASE_TAPS)
+    phase_kernels = [[combine_kernel_taps(weight, taps_r, taps_s) for taps_s in _PHASE_TAPS] for taps_r in _PHASE_TAPS]
+
+    def band(start, count):
+        rows = _rows(x, start, count + 2)
+        phases = [
+            [_tap_sum(rows[:, r : r + count + 1, s : s + width + 1], phase_kernels[r][s], 1) for s in range(2)]
+            for r in range(2)
         ]
-        for r, taps_r in enumerate(_PHASE_TAPS)
-    ]
-    return interleave_2x2(phases)
+        return add_bias(interleave_2x2(phases), bias)
+
+    small_band_pixels = band_pixels(x, band_elements and band_elements // 4)  # each small pixel makes 4 output pixels
+    return in_row_bands(band, height, band_rows(height, width, small_band_pixels), scale=2)

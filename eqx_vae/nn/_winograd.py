@@ -54,17 +54,24 @@ def _output_transform(m: list[Array]) -> list[Array]:
     return [m0 + m1 + m2, m1 - m2 - m3]
 
 
+WinogradKernel = list[list[Float[Array, "out_channels in_channels"]]]
+
+
+def winograd_kernel(weight: Float[Array, "out_channels in_channels 3 3"]) -> WinogradKernel:
+    """The 4x4 grid of transformed kernels `G g G^T`, each `(out, in)`: computed once per conv, shared by its bands."""
+    return combine_kernel_taps(weight, _G, _G)
+
+
 def winograd_conv3x3(
-    x: Float[Array, "in_channels padded_height padded_width"], weight: Float[Array, "out_channels in_channels 3 3"]
+    x: Float[Array, "in_channels padded_height padded_width"], kernel: WinogradKernel
 ) -> Float[Array, "out_channels height width"]:
     """The stride-1, unpadded ('VALID') 3x3 convolution of an already padded image: `height = padded_height - 2`
     and `width = padded_width - 2`, both even. Its 2x2 phases are stride-2 slices (which XLA reads in place)."""
-    return winograd_conv3x3_of_phases([[x[:, a::2, b::2] for b in range(2)] for a in range(2)], weight)
+    return winograd_conv3x3_of_phases([[x[:, a::2, b::2] for b in range(2)] for a in range(2)], kernel)
 
 
 def winograd_conv3x3_of_phases(
-    phases: list[list[Float[Array, "in_channels phase_height phase_width"]]],
-    weight: Float[Array, "out_channels in_channels 3 3"],
+    phases: list[list[Float[Array, "in_channels phase_height phase_width"]]], kernel: WinogradKernel
 ) -> Float[Array, "out_channels 2*phase_height-2 2*phase_width-2"]:
     """The same conv of a padded image given as its four 2x2 phases: `phases[a][b]` holds padded pixels
     `(2i + a, 2j + b)`. Tap `(a, b)` of output block `(p, q)` is padded pixel `(2p + a, 2q + b)`, a unit-stride slice
@@ -81,7 +88,6 @@ def winograd_conv3x3_of_phases(
     ]
     rows = [_input_transform([taps[a][b] for a in range(4)]) for b in range(4)]  # rows[b][k]
     transformed = [_input_transform([rows[b][k] for b in range(4)]) for k in range(4)]  # [row k][column c]
-    kernel = combine_kernel_taps(weight, _G, _G)
     # bfloat16 products accumulate in float32, as a conv does; XLA's CPU dots are also faster that way
     accumulate = jnp.promote_types(phases[0][0].dtype, jnp.float32)
     products = [

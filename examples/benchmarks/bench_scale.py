@@ -11,7 +11,9 @@ jitted call after a warm-up call that compiles (compile time reported apart); me
     python examples/benchmarks/bench_scale.py --cases decode:plain:512 psnr:256 remat:128
     python examples/benchmarks/bench_scale.py --compile-only --cases decode:tiled:4096   # XLA's memory estimate
 
-Cases: `decode:{plain,tiled,spatial}:SIZE` (SIZE in image pixels; spatial = 8 host CPU devices, bands),
+Cases: `decode:{plain,tiled,spatial}:SIZE[:BACKEND]` (SIZE in image pixels; spatial = 8 host CPU devices, bands;
+BACKEND `auto` (default), `direct`, `winograd`, `winograd-whole` (no row bands) or `winograd-N` (row bands of N
+channels x pixels)),
 `psnr:SIZE` (bfloat16 compute vs float32 decode), `remat:SIZE` (memory of a training step with and without gradient
 checkpointing: XLA's compiled temp estimate and JAX's saved residuals; `remat:SIZE:residuals` traces only),
 `step:SIZE:{plain,remat}` (a real training step, value and gradient of an MSE reconstruction loss, run and measured).
@@ -103,7 +105,18 @@ def jax_block(out):
     jax.block_until_ready(out)
 
 
-def run_decode(mode: str, size: int, repeats: int, compile_only: bool) -> dict:
+def conv_backend(name: str):
+    """`auto` (the default), `direct`, `winograd`, `winograd-whole` (no row bands) or `winograd-N` (bands of at most
+    N input channels x output pixels)."""
+    import eqx_vae
+
+    if name.startswith("winograd-"):
+        band = name.removeprefix("winograd-")
+        return eqx_vae.WinogradConv(band_elements=None if band == "whole" else int(band))
+    return eqx_vae.nn.conv_backend_named(name)
+
+
+def run_decode(mode: str, size: int, repeats: int, compile_only: bool, backend: str = "auto") -> dict:
     import jax
     import numpy as np
 
@@ -111,6 +124,8 @@ def run_decode(mode: str, size: int, repeats: int, compile_only: bool) -> dict:
 
     config = sd_config()
     model = eqx_vae.AutoencoderKL(config, key=jax.random.key(0))
+    if backend != "auto":
+        model = eqx_vae.with_conv_backend(model, conv_backend(backend))
     latent = size // config.downsampling_factor
     latents = jax.random.normal(jax.random.key(1), (1, config.latent_channels, latent, latent))
     if mode == "plain":
@@ -251,7 +266,7 @@ def saved_residual_bytes(fn, *args) -> int:
 def child(case: str, repeats: int, compile_only: bool) -> dict:
     kind, *rest = case.split(":")
     if kind == "decode":
-        return run_decode(rest[0], int(rest[1]), repeats, compile_only)
+        return run_decode(rest[0], int(rest[1]), repeats, compile_only, *rest[2:])
     if kind == "psnr":
         return run_psnr(int(rest[0]))
     if kind == "remat":  # remat:SIZE (XLA estimate + residuals) or remat:SIZE:residuals (trace only)

@@ -90,9 +90,9 @@ def conv_nchw_upcast(x, w):  # bf16 storage, float32 arithmetic
 
 
 def conv_winograd(x, w):  # eqx_vae's opt-in Winograd F(2x2, 3x3): 16 (O, C) @ (C, H*W/4) dots
-    from eqx_vae.nn._winograd import winograd_conv3x3
+    from eqx_vae.nn._winograd import winograd_conv3x3, winograd_kernel
 
-    return winograd_conv3x3(jnp.pad(x, ((0, 0), (1, 1), (1, 1))), w)
+    return winograd_conv3x3(jnp.pad(x, ((0, 0), (1, 1), (1, 1))), winograd_kernel(w))
 
 
 CONVS = {
