@@ -10,12 +10,12 @@ import eqx_vae
 from eqx_vae.nn import get_activation
 from eqx_vae.nn._matmul_conv import (
     activated_winograd_conv3x3,
-    band_rows,
     shifted_dots_conv,
     upsample_conv3x3,
     uses_matmuls,
     uses_winograd,
 )
+from eqx_vae.nn._row_bands import band_rows
 from eqx_vae.nn._winograd import winograd_conv3x3, winograd_kernel
 
 BACKENDS = {"xla": eqx_vae.XlaConv(), "winograd": eqx_vae.WinogradConv()}

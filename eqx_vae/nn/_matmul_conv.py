@@ -7,7 +7,8 @@ taps of one matmul each ("shifted dots"). Keeping the convs in the same channel-
 with Winograd next to XLA's stride-2 convs ran at 1.11-1.18x torch's time, with stride-2 shifted dots at 0.85-0.92x.
 Convs with few channels (an image's 3, a latent's 4) stay with XLA, which is several times faster for them.
 A Winograd conv of an activation (GroupNorm -> activation -> conv in a resnet) takes the activation inside, computed
-on the 2x2 phases of its input (`activated_winograd_conv3x3`).
+on the 2x2 phases of its input (`activated_winograd_conv3x3`). Large Winograd and upsampler convs run in row bands
+(`_row_bands.py`).
 """
 
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ._row_bands import band_pixels, band_rows, in_row_bands, rows_of
 from ._winograd import (
     combine_kernel_taps,
     interleave_2x2,
@@ -82,54 +84,6 @@ def add_bias(x: Float[Array, "channels height width"], bias: Float[Array, " chan
     return x if bias is None else x + bias[:, None, None]
 
 
-def band_rows(height: int, width: int, max_pixels: int | None) -> int:
-    """Rows per band when `height` rows of `width` pixels are split into row bands of at most `max_pixels` pixels:
-    even, at least 2, and as even a split as the rows allow (all `height` rows when `max_pixels` is None)."""
-    if max_pixels is None or height * width <= max_pixels:
-        return height
-    most_rows = max(2, 2 * (max_pixels // (2 * width)))
-    count = -(-height // most_rows)
-    return 2 * -(-height // (2 * count))
-
-
-def _rows(x: Float[Array, "channels height width"], start: int | Array, count: int) -> Array:
-    """Rows `[start, start + count)` of `x`; `start` may be traced."""
-    if isinstance(start, int):
-        return x[:, start : start + count]
-    return jax.lax.dynamic_slice_in_dim(x, start, count, axis=1)
-
-
-def in_row_bands(band: Callable[[int | Array, int], Array], height: int, rows: int, scale: int = 1) -> Array:
-    """The output of a conv computed band by band: `band(start, count)` gives output rows `[scale * start,
-    scale * (start + count))`, for `start` in steps of `rows` up to `height`.
-
-    The first and last bands get a Python int `start` (only they touch the image's edges). The bands between them
-    run in a loop with a traced `start`, one after the other, so that only one band's temporaries are alive at a
-    time: XLA schedules independent bands as it likes, which for unrolled bands kept every band's Winograd transforms
-    alive together, as much memory as no bands at all.
-    """
-    starts = list(range(0, height, rows))
-    if len(starts) == 1:
-        return band(0, height)
-    first, last = band(0, rows), band(starts[-1], height - starts[-1])
-    out = jnp.zeros((first.shape[0], scale * height, first.shape[2]), first.dtype)
-    out = jax.lax.dynamic_update_slice_in_dim(out, first, 0, axis=1)
-
-    def middle(index, out):
-        start = index * rows
-        return jax.lax.dynamic_update_slice_in_dim(out, band(start, rows), scale * start, axis=1)
-
-    out = jax.lax.fori_loop(1, len(starts) - 1, middle, out)
-    return jax.lax.dynamic_update_slice_in_dim(out, last, scale * starts[-1], axis=1)
-
-
-def band_pixels(x: Float[Array, "in_channels height width"], band_elements: int | None) -> int | None:
-    """The most output pixels of one row band of a Winograd conv of `x`: `band_elements` input values (channels x
-    output pixels). A band's transformed inputs take 16 bytes per such value in float32, so the default 2**26 bounds
-    them at 1 GiB, what one conv of an SD-size decode at 512 px needs without bands."""
-    return None if band_elements is None else max(1, band_elements // x.shape[0])
-
-
 def matmul_conv(
     x: Float[Array, "in_channels padded_height padded_width"],
     weight: Float[Array, "out_channels in_channels kernel_height kernel_width"],
@@ -143,7 +97,7 @@ def matmul_conv(
         return add_bias(shifted_dots_conv(x, weight, stride), bias)
     kernel = winograd_kernel(weight)
     height, width = x.shape[1] - 2, x.shape[2] - 2
-    band = lambda start, count: add_bias(winograd_conv3x3(_rows(x, start, count + 2), kernel), bias)  # noqa: E731
+    band = lambda start, count: add_bias(winograd_conv3x3(rows_of(x, start, count + 2), kernel), bias)  # noqa: E731
     return in_row_bands(band, height, band_rows(height, width, band_pixels(x, band_elements)))
 
 
@@ -189,7 +143,7 @@ def activated_winograd_conv3x3(
     def band(start, count):
         top = isinstance(start, int) and start == 0  # only the first and last bands are zero-padded
         bottom = isinstance(start, int) and start + count == height
-        rows = _rows(x, start if top else start - 1, count + 2 - top - bottom)
+        rows = rows_of(x, start if top else start - 1, count + 2 - top - bottom)
         phases = [
             [_activated_phase(rows, activation, a, b, (int(top), int(bottom))) for b in range(2)] for a in range(2)
         ]
@@ -211,7 +165,7 @@ def upsample_conv3x3(
     phase_kernels = [[combine_kernel_taps(weight, taps_r, taps_s) for taps_s in _PHASE_TAPS] for taps_r in _PHASE_TAPS]
 
     def band(start, count):
-        rows = _rows(x, start, count + 2)
+        rows = rows_of(x, start, count + 2)
         phases = [
             [_tap_sum(rows[:, r : r + count + 1, s : s + width + 1], phase_kernels[r][s], 1) for s in range(2)]
             for r in range(2)
