@@ -16,6 +16,7 @@ from .._custom_types import ImageBatch, LatentBatch
 from ..models import AbstractAutoencoderKL, AutoencoderTiny, DiagonalGaussianDistribution, upcast_for_decode
 from ..models._autoencoder import check_dropout_key
 from ..models._inputs import check_image, check_latent
+from ._large_arrays import warn_if_int32_sized
 from ._padding import crop, pad_to_multiple
 
 
@@ -34,16 +35,21 @@ def _split(key: PRNGKeyArray | None, batch: int) -> Array | None:
     return None if key is None else jax.random.split(key, batch)
 
 
-def _vmapped(method, *arrays: Array | None) -> Array | DiagonalGaussianDistribution:
-    """`method` over axis 0 of the arrays; a None array (no keys) is passed as None to every example."""
+def _vmapped(model, pixels: int, method, *arrays: Array | None) -> Array | DiagonalGaussianDistribution:
+    """`method` over axis 0 of the arrays; a None array (no keys) is passed as None to every example. `pixels`, the
+    batch's full-resolution pixels, bounds the arrays it builds for `warn_if_int32_sized`."""
     in_axes = tuple(None if array is None else 0 for array in arrays)
-    return jax.vmap(method, in_axes=in_axes)(*arrays)
+    batched = jax.vmap(method, in_axes=in_axes)
+    warn_if_int32_sized(model, pixels, batched, *arrays)
+    return batched(*arrays)
 
 
 @eqx.filter_jit
 def moments_batch(model: AbstractAutoencoderKL, images: ImageBatch, dropout_keys: Array | None = None) -> Array:
     """`model.moments` over a batch, jitted (the raw moments, before the posterior clips the log-variance)."""
-    return _vmapped(lambda x, key: model.moments(x, dropout_key=key), images, dropout_keys)
+    return _vmapped(
+        model, images.size // images.shape[1], lambda x, key: model.moments(x, dropout_key=key), images, dropout_keys
+    )
 
 
 @eqx.filter_jit
@@ -56,7 +62,8 @@ def encode_batch(
     """`model.encode` over a batch, jitted; `pad` pads the images to multiples of the downsampling factor first."""
     if pad:
         images = pad_to_multiple(images, model.config.downsampling_factor)
-    return _vmapped(lambda x, key: model.encode(x, dropout_key=key), images, dropout_keys)
+    pixels = images.size // images.shape[1]
+    return _vmapped(model, pixels, lambda x, key: model.encode(x, dropout_key=key), images, dropout_keys)
 
 
 @eqx.filter_jit
@@ -65,7 +72,8 @@ def decode_batch(
 ) -> ImageBatch:
     """`model.decode` over a batch, jitted, with diffusers' `force_upcast` rule applied while tracing."""
     model = upcast_for_decode(model)
-    return _vmapped(lambda z, key: model.decode(z, dropout_key=key), latents, dropout_keys)
+    pixels = latents.size // latents.shape[1] * model.config.downsampling_factor**2
+    return _vmapped(model, pixels, lambda z, key: model.decode(z, dropout_key=key), latents, dropout_keys)
 
 
 @eqx.filter_jit
@@ -80,6 +88,8 @@ def _reconstruct_batch(
     if pad:
         images = pad_to_multiple(images, model.config.downsampling_factor)
     result = _vmapped(
+        model,
+        images.size // images.shape[1],
         lambda x, sample_key, dropout_key: model(x, sample_key=sample_key, dropout_key=dropout_key),
         images,
         sample_keys,

@@ -5,7 +5,9 @@ against diffusers' PyTorch class in eager mode on the same GPU:
 
 - decode 1024x1024 in bfloat16 and float32, encode 1024x1024 in float32 (SD-size `AutoencoderKL`);
 - parity at 256x256 with both frameworks in full float32 (no TF32): the largest difference in decode and encode;
-- a 4096x4096 decode, each framework plain if it fits in memory, else tiled with 1024-px tiles;
+- a 4096x4096 decode: torch's plain if it fits in memory (else tiled), ours in 1024-px tiles (`--big-plain` for a
+  plain one, which builds arrays of 2**31 elements and more: see `eqx_vae.decode`'s warning on GPU). A tiled
+  decode is not the plain one, so that row's difference measures the tiling;
 - Flux.2's `AutoencoderKLFlux2` decode at 1024 in bfloat16, while the time budget allows;
 - per-kernel GPU time of one bfloat16 1024 decode for each framework, and our optimised HLO of it.
 
@@ -182,6 +184,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1024, help="image side of the main rows")
     parser.add_argument("--big", type=int, default=4096, help="image side of the big decode")
+    parser.add_argument("--big-plain", action="store_true", help="our big decode plain instead of tiled")
     parser.add_argument("--parity-size", type=int, default=256, help="image side of the full-float32 parity rows")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
@@ -252,12 +255,28 @@ def main() -> None:
         return ours_out
 
     reference = random_reference("sd-vae-ft-mse", args.seed).to(device)
-    ours32 = ours_from(reference)
-    ours16 = eqx_vae.with_compute_dtype(eqx_vae.with_param_dtype(ours32, "bfloat16"), "bfloat16")
-    reference16 = random_reference("sd-vae-ft-mse", args.seed).to(device, torch.bfloat16)
     rng = np.random.default_rng(args.seed)
     latent = rng.standard_normal((1, 4, args.size // 8, args.size // 8)).astype(np.float32)
     image = rng.uniform(-1, 1, (1, 3, args.size, args.size)).astype(np.float32)
+    big = rng.standard_normal((1, 4, args.big // 8, args.big // 8)).astype(np.float32)
+
+    # torch's big decode first, while JAX holds no GPU memory: plain if it fits, else tiled.
+    z_big_torch = torch.from_numpy(big).to(device)
+    tile, big_repeats = min(1024, args.big // 2), max(2, args.repeats // 3)
+    try:
+        theirs_big, torch_path = run_torch(lambda: reference.decode(z_big_torch).sample, big_repeats), "plain"
+    except torch.OutOfMemoryError as error:
+        print(f"torch plain {args.big} decode: {str(error)[:200]}; tiling", flush=True)
+        free_memory()
+        reference.enable_tiling()
+        theirs_big, torch_path = run_torch(lambda: reference.tiled_decode(z_big_torch).sample, big_repeats), "tiled"
+        reference.disable_tiling()
+    z_big_torch = None
+    free_memory()
+
+    ours32 = ours_from(reference)
+    ours16 = eqx_vae.with_compute_dtype(eqx_vae.with_param_dtype(ours32, "bfloat16"), "bfloat16")
+    reference16 = random_reference("sd-vae-ft-mse", args.seed).to(device, torch.bfloat16)
     z32, x32 = jnp.asarray(latent), jnp.asarray(image)
     z16 = z32.astype(jnp.bfloat16)
     z_torch, x_torch = torch.from_numpy(latent).to(device), torch.from_numpy(image).to(device)
@@ -338,27 +357,15 @@ def main() -> None:
         )
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
-    # Big decode: each framework plain if it fits, else tiled. torch runs first and frees its cache, since JAX keeps
-    # the memory it has taken.
-    big = rng.standard_normal((1, 4, args.big // 8, args.big // 8)).astype(np.float32)
-    z_big, z_big_torch = jnp.asarray(big), torch.from_numpy(big).to(device)
-    tile, big_repeats = min(1024, args.big // 2), max(2, args.repeats // 3)
-    try:
-        theirs, torch_path = run_torch(lambda: reference.decode(z_big_torch).sample, big_repeats), "plain"
-    except torch.OutOfMemoryError as error:
-        print(f"torch plain {args.big} decode: {str(error)[:200]}; tiling", flush=True)
-        free_memory()
-        reference.enable_tiling()
-        theirs, torch_path = run_torch(lambda: reference.tiled_decode(z_big_torch).sample, big_repeats), "tiled"
-        reference.disable_tiling()
-    try:
+    # The big decode: ours tiled (a plain one builds arrays of 2**31 elements or more, see `eqx_vae.decode`'s
+    # warning), or plain with --big-plain. torch's ran first, before JAX held any memory.
+    z_big = jnp.asarray(big)
+    if args.big_plain:
         ours, path = run_ours(lambda: eqx_vae.decode(ours32, z_big), big_repeats), "plain"
-    except Exception as error:  # XLA's RESOURCE_EXHAUSTED, at compile or run time
-        print(f"eqx_vae plain {args.big} decode: {type(error).__name__}: {str(error)[:200]}; tiling", flush=True)
-        tiled = run_ours(lambda: eqx_vae.tiled_decode(ours32, z_big, tile_size=tile), big_repeats)
-        ours, path = tiled, f"tiled {tile}"
-    add("sd", "decode", args.big, "float32", ours, theirs, path=path, torch_path=torch_path)
-    z_big = z_big_torch = ours = theirs = None
+    else:
+        ours, path = run_ours(lambda: eqx_vae.tiled_decode(ours32, z_big, tile_size=tile), big_repeats), f"tiled {tile}"
+    add("sd", "decode", args.big, "float32", ours, theirs_big, path=path, torch_path=torch_path)
+    z_big = ours = theirs_big = None
     free_memory()
 
     # Optional rows, in order of value, while the budget lasts.
