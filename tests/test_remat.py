@@ -25,8 +25,11 @@ def test_remat_gradients_equal_plain_gradients(small_model):
     assert jnp.allclose(loss, remat_loss, rtol=1e-6)
     plain_leaves, remat_leaves = jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(remat_grads)
     assert len(plain_leaves) == len(remat_leaves) > 0
+    # float32 rounding differs with the order XLA picks (jax 0.12 reorders the checkpointed program), so an element
+    # near zero may move by 1e-5 of the largest gradient (1.6e-6 of it seen)
+    scale = max(float(np.abs(leaf).max()) for leaf in plain_leaves)
     for plain, remat in zip(plain_leaves, remat_leaves, strict=True):
-        np.testing.assert_allclose(remat, plain, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(remat, plain, rtol=1e-5, atol=1e-5 * scale)
 
 
 def test_remat_inserts_checkpoints(tiny_model):
