@@ -127,7 +127,9 @@ def decode(
     """Decodes latents `(batch, latent_channels, h, w)` to images `(batch, out_channels, h * f, w * f)`.
 
     Latents are the VAE's own (unscaled): undo the diffusion model's scaling first (`from_diffusion_latents`). As
-    diffusers' pipelines do, a float16 model whose config says `force_upcast` decodes in float32.
+    diffusers' pipelines do, a float16 model whose config says `force_upcast` decodes in float32. On GPU it warns
+    when the call builds an array of 2**31 elements or more (an SD decode at 4096 px, or 8 images at 1024):
+    such a decode returned wrong values there; `tiled_decode` keeps the arrays small.
     """
     check_latents(model, latents)
     check_dropout_key(model, dropout_key)
