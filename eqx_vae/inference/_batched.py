@@ -35,11 +35,16 @@ def _split(key: PRNGKeyArray | None, batch: int) -> Array | None:
     return None if key is None else jax.random.split(key, batch)
 
 
-def _vmapped(model, pixels: int, method, *arrays: Array | None) -> Array | DiagonalGaussianDistribution:
-    """`method` over axis 0 of the arrays; a None array (no keys) is passed as None to every example. `pixels`, the
-    batch's full-resolution pixels, bounds the arrays it builds for `warn_if_int32_sized`."""
+def _vmapped(
+    model, method, inputs: Array, *keys: Array | None, upscale: int = 1
+) -> Array | DiagonalGaussianDistribution:
+    """`method` over axis 0 of the `inputs` batch and the keys; a None key array is passed as None to every example.
+    `upscale` is how much larger the full-resolution image is than `inputs` per side (the downsampling factor for
+    latents): with the batch, it bounds the arrays `method` builds, for `warn_if_int32_sized`."""
+    arrays = (inputs, *keys)
     in_axes = tuple(None if array is None else 0 for array in arrays)
     batched = jax.vmap(method, in_axes=in_axes)
+    pixels = inputs.size // inputs.shape[1] * upscale**2
     warn_if_int32_sized(model, pixels, batched, *arrays)
     return batched(*arrays)
 
@@ -47,9 +52,7 @@ def _vmapped(model, pixels: int, method, *arrays: Array | None) -> Array | Diago
 @eqx.filter_jit
 def moments_batch(model: AbstractAutoencoderKL, images: ImageBatch, dropout_keys: Array | None = None) -> Array:
     """`model.moments` over a batch, jitted (the raw moments, before the posterior clips the log-variance)."""
-    return _vmapped(
-        model, images.size // images.shape[1], lambda x, key: model.moments(x, dropout_key=key), images, dropout_keys
-    )
+    return _vmapped(model, lambda x, key: model.moments(x, dropout_key=key), images, dropout_keys)
 
 
 @eqx.filter_jit
@@ -62,8 +65,7 @@ def encode_batch(
     """`model.encode` over a batch, jitted; `pad` pads the images to multiples of the downsampling factor first."""
     if pad:
         images = pad_to_multiple(images, model.config.downsampling_factor)
-    pixels = images.size // images.shape[1]
-    return _vmapped(model, pixels, lambda x, key: model.encode(x, dropout_key=key), images, dropout_keys)
+    return _vmapped(model, lambda x, key: model.encode(x, dropout_key=key), images, dropout_keys)
 
 
 @eqx.filter_jit
@@ -72,8 +74,13 @@ def decode_batch(
 ) -> ImageBatch:
     """`model.decode` over a batch, jitted, with diffusers' `force_upcast` rule applied while tracing."""
     model = upcast_for_decode(model)
-    pixels = latents.size // latents.shape[1] * model.config.downsampling_factor**2
-    return _vmapped(model, pixels, lambda z, key: model.decode(z, dropout_key=key), latents, dropout_keys)
+    return _vmapped(
+        model,
+        lambda z, key: model.decode(z, dropout_key=key),
+        latents,
+        dropout_keys,
+        upscale=model.config.downsampling_factor,
+    )
 
 
 @eqx.filter_jit
@@ -89,7 +96,6 @@ def _reconstruct_batch(
         images = pad_to_multiple(images, model.config.downsampling_factor)
     result = _vmapped(
         model,
-        images.size // images.shape[1],
         lambda x, sample_key, dropout_key: model(x, sample_key=sample_key, dropout_key=dropout_key),
         images,
         sample_keys,
