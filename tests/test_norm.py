@@ -1,4 +1,5 @@
-"""GroupNorm equals torch.nn.GroupNorm, also on activations whose mean is far larger than their spread."""
+"""GroupNorm equals torch.nn.GroupNorm, computed channels-first or channels-last, also on activations whose mean is far
+larger than their spread."""
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -8,8 +9,9 @@ import pytest
 import eqx_vae
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("offset, spread", [(0.0, 1.0), (30.0, 0.5), (-200.0, 3.0)])
-def test_group_norm_matches_torch(offset, spread):
+def test_group_norm_matches_torch(offset, spread, channels_last):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
     channels, groups = 32, 8
@@ -27,7 +29,7 @@ def test_group_norm_matches_torch(offset, spread):
             return layer(torch.from_numpy(x).to(dtype)[None])[0].double().numpy()
 
     exact, torch_float32 = reference(torch.float64), reference(torch.float32)
-    ours = np.asarray(norm(jnp.asarray(x)), np.float64)
+    ours = np.asarray(norm(jnp.asarray(x), channels_last=channels_last), np.float64)
     # as close to float64 as torch's own float32 kernel is (within 1.5x), and never worse than 1e-5
     bound = max(1e-5, 1.5 * float(np.abs(torch_float32 - exact).max()))
     assert float(np.abs(ours - exact).max()) <= bound

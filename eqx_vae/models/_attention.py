@@ -63,7 +63,8 @@ class AttentionBlock(eqx.Module):
     def __call__(self, x: Float[Array, "channels height width"]) -> Float[Array, "channels height width"]:
         channels, height, width = x.shape
         with jax.named_scope("eqx_vae.AttentionBlock"):
-            tokens = self.group_norm(x).reshape(channels, height * width).T
+            # normalised channels-last, as the tokens are: the transposes cancel
+            tokens = self.group_norm(x, channels_last=True).reshape(channels, height * width).T
             q, k, v = (
                 proj(tokens).reshape(height * width, self.heads, channels // self.heads)
                 for proj in (self.to_q, self.to_k, self.to_v)

@@ -75,4 +75,4 @@ class Decoder(eqx.Module):
         x = maybe_checkpointed(self.mid_block, self.gradient_checkpointing)(self.conv_in(z), dropout_key=mid_key)
         for block, block_key in zip(self.up_blocks, block_keys, strict=True):
             x = maybe_checkpointed(block, self.gradient_checkpointing)(x, dropout_key=block_key)
-        return self.conv_out.of_activated(self.conv_norm_out(x), get_activation("silu"))
+        return self.conv_out.of_normalised(self.conv_norm_out, x, get_activation("silu"))

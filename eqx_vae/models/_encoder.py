@@ -80,4 +80,4 @@ class Encoder(eqx.Module):
         for block, block_key in zip(self.down_blocks, block_keys, strict=True):
             x = maybe_checkpointed(block, self.gradient_checkpointing)(x, dropout_key=block_key)
         x = maybe_checkpointed(self.mid_block, self.gradient_checkpointing)(x, dropout_key=mid_key)
-        return self.conv_out.of_activated(self.conv_norm_out(x), get_activation("silu"))
+        return self.conv_out.of_normalised(self.conv_norm_out, x, get_activation("silu"))

@@ -59,9 +59,9 @@ class ResnetBlock2D(eqx.Module):
         """`dropout_key` turns dropout on (training); None is inference."""
         activation = get_activation(self.act_fn)
         with jax.named_scope("eqx_vae.ResnetBlock2D"):
-            h = self.conv1.of_activated(self.norm1(x), activation)
+            h = self.conv1.of_normalised(self.norm1, x, activation)
             if dropout_key is None or self.dropout == 0:
-                h = self.conv2.of_activated(self.norm2(h), activation)
+                h = self.conv2.of_normalised(self.norm2, h, activation)
             else:
                 h = self.conv2(self._dropout(activation(self.norm2(h)), dropout_key))
             shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)

@@ -68,6 +68,21 @@ class Conv2d(eqx.Module):
     ) -> Float[Array, "out_channels out_height out_width"]:
         return self._run(self.backend.conv, x)
 
+    def computes_channels_last(self, x: Float[Array, "in_channels height width"]) -> bool:
+        """Whether this conv of `x` (or of its activation) computes channels-last: a GroupNorm right before it should
+        then compute channels-last too (`GroupNorm(..., channels_last=...)`), so the transposes cancel."""
+        return self.backend.computes_channels_last(x, self.weight, stride=self.stride, padding=self.padding)
+
+    def of_normalised(
+        self,
+        norm: Callable[..., Array],
+        x: Float[Array, "in_channels height width"],
+        activation: Callable[[Array], Array],
+    ) -> Float[Array, "out_channels out_height out_width"]:
+        """This conv of `activation(norm(x))` (a resnet's GroupNorm -> activation -> conv), the norm computed in the
+        layout this conv computes in, so that XLA cancels the transposes between them."""
+        return self.of_activated(norm(x, channels_last=self.computes_channels_last(x)), activation)
+
     def of_activated(
         self, x: Float[Array, "in_channels height width"], activation: Callable[[Array], Array]
     ) -> Float[Array, "out_channels out_height out_width"]:

@@ -42,24 +42,40 @@ class GroupNorm(eqx.Module):
         self.dtype = float_dtype(dtype)
         self.spatial_axis = None
 
-    def _mean(self, x: Array) -> Array:
-        mean = x.mean(axis=1, keepdims=True)
+    def _mean(self, x: Array, axes: tuple[int, ...]) -> Array:
+        mean = x.mean(axis=axes, keepdims=True)
         return mean if self.spatial_axis is None else mean_over_bands(mean, self.spatial_axis)
 
-    def __call__(self, x: Float[Array, " channels *spatial"]) -> Float[Array, " channels *spatial"]:
+    def __call__(
+        self, x: Float[Array, " channels *spatial"], *, channels_last: bool = False
+    ) -> Float[Array, " channels *spatial"]:
+        """`x` normalised. `channels_last` computes on `x` moved to `(*spatial, channels)` and back, with the same
+        result: set it when a channels-last conv follows (`Conv2d.computes_channels_last`), so that XLA cancels the
+        transposes between the two."""
         channels = x.shape[0]
         stats_dtype = jnp.promote_types(self.dtype, jnp.float32)
         x = x.astype(stats_dtype)
-        grouped = x.reshape(self.groups, -1)
+        per_group = channels // self.groups
+        if channels_last:
+            x = jnp.moveaxis(x, 0, -1)
+            grouped, axes = x.reshape(-1, self.groups, per_group), (0, 2)
+        else:
+            grouped, axes = x.reshape(self.groups, -1), (1,)
         # The mean is taken of the deviations from one sample of each group, so that a large common offset costs no
         # float32 digits: with an offset of 200, a plain mean put the output 3e-5 from float64 (torch's kernel 7e-6).
-        reference = jax.lax.stop_gradient(self._mean(grouped[:, :1]))  # the same in every band when sharded
-        mean = reference + self._mean(grouped - reference)
-        var = self._mean(jnp.square(grouped - mean))
+        first = grouped[:1] if channels_last else grouped[:, :1]  # the first pixel (channels-last) or channel
+        reference = jax.lax.stop_gradient(self._mean(first, axes))  # the same in every band when sharded
+        mean = reference + self._mean(grouped - reference, axes)
+        var = self._mean(jnp.square(grouped - mean), axes)
+        weight, bias = self.weight.astype(stats_dtype), self.bias.astype(stats_dtype)
+        inv_std = jax.lax.rsqrt(var + self.eps)
+        if channels_last:  # the grouped view is free to reshape back: channels are its last axes
+            scale = weight.reshape(1, self.groups, per_group) * inv_std
+            out = ((grouped - mean) * scale + bias.reshape(1, self.groups, per_group)).reshape(x.shape)
+            return jnp.moveaxis(out, -1, 0).astype(self.dtype)
         # The statistics are spread back to one value per channel, so the normalisation is elementwise on `x` as it
         # lies: no reshape of the output ties XLA to one memory layout around the convolutions on either side.
         channel_shape = (channels,) + (1,) * (x.ndim - 1)
-        per_channel = lambda values: jnp.repeat(values[:, 0], channels // self.groups).reshape(channel_shape)  # noqa: E731
-        scale = self.weight.astype(stats_dtype).reshape(channel_shape) * per_channel(jax.lax.rsqrt(var + self.eps))
-        shift = self.bias.astype(stats_dtype).reshape(channel_shape)
-        return ((x - per_channel(mean)) * scale + shift).astype(self.dtype)
+        per_channel = lambda values: jnp.repeat(values[:, 0], per_group).reshape(channel_shape)  # noqa: E731
+        scale = weight.reshape(channel_shape) * per_channel(inv_std)
+        return ((x - per_channel(mean)) * scale + bias.reshape(channel_shape)).astype(self.dtype)
