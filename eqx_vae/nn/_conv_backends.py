@@ -169,9 +169,6 @@ class WinogradConv(AbstractConvBackend):
 
     band_elements: int | None = eqx.field(static=True, default=2**26)
 
-    def computes_channels_last(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> bool:
-        return not uses_matmuls(weight.shape)  # the narrow convs that XlaConv computes
-
     def conv(self, x: Image, weight: Weight, *, stride: int, padding: Padding, bias: Bias = None) -> Output:
         if not uses_matmuls(weight.shape):
             return XlaConv().conv(x, weight, stride=stride, padding=padding, bias=bias)
