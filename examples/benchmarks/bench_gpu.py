@@ -24,7 +24,6 @@ On the device machine (jax with CUDA, torch with CUDA, diffusers carried as a wh
 
 import argparse
 import collections
-import functools
 import glob
 import gzip
 import inspect
@@ -127,27 +126,6 @@ class Report:
                 f"{r.get('psnr_vs_ours_float32_db', float('nan')):.1f} |"
             )
         write_atomic(os.path.join(self.out, "gpu.md"), "\n".join([json.dumps(self.settings), "", *lines]) + "\n")
-
-
-def group_norm_split_channels(self, x):
-    """`eqx_vae.GroupNorm.__call__` with its statistics over `(groups, channels / groups, *spatial)`: the channel axis
-    is split, never merged with the spatial ones, so XLA may keep the array channels-last (NHWC) around it. The
-    library's GroupNorm reduces over `(groups, rest)`. An experiment for GPUs, where XLA transposes around the
-    convolutions; the results are the same."""
-    import jax
-    import jax.numpy as jnp
-
-    channels = x.shape[0]
-    stats_dtype = jnp.promote_types(self.dtype, jnp.float32)
-    grouped = x.astype(stats_dtype).reshape(self.groups, channels // self.groups, *x.shape[1:])
-    axes = tuple(range(1, grouped.ndim))
-    reference = jax.lax.stop_gradient(grouped[(slice(None),) + (slice(0, 1),) * len(axes)])
-    mean = reference + (grouped - reference).mean(axis=axes, keepdims=True)
-    var = jnp.square(grouped - mean).mean(axis=axes, keepdims=True)
-    per_channel = (self.groups, channels // self.groups) + (1,) * (x.ndim - 1)
-    scale = self.weight.astype(stats_dtype).reshape(per_channel) * jax.lax.rsqrt(var + self.eps)
-    shift = self.bias.astype(stats_dtype).reshape(per_channel)
-    return ((grouped - mean) * scale + shift).reshape(x.shape).astype(self.dtype)
 
 
 def kernel_table(durations: dict, total_calls: int, top: int = 40) -> dict:
@@ -352,23 +330,17 @@ def main() -> None:
             kernels["error"] = f"{type(error).__name__}: {error}"
         report.write()
 
-    # Experiment: the same bfloat16 decode with GroupNorm's statistics over a split channel axis. Both variants go
-    # through a fresh `jax.jit(jax.vmap(model.decode))`, so each traces its own GroupNorm.
-    if in_budget("GroupNorm layout experiment"):
-        original = eqx_vae.GroupNorm.__call__
-        arrays16, static16 = eqx.partition(ours16, eqx.is_array)
-        for variant, call in (
-            ("library GroupNorm", original),
-            ("GroupNorm, split channel axis", group_norm_split_channels),
+    # Experiment: the same bfloat16 decode with XLA's convolution channels-last (the default, its GroupNorms
+    # channels-last too) and channels-first, as the rows above ran before `XlaConv` computed channels-last.
+    if in_budget("layout experiment"):
+        for variant, backend in (
+            ("XlaConv channels-last (default)", eqx_vae.XlaConv()),
+            ("XlaConv channels-first", eqx_vae.XlaConv(channels_last=False)),
         ):
-            eqx_vae.GroupNorm.__call__ = call
-            try:
-                fresh = jax.jit(lambda a, z: jax.vmap(eqx.combine(a, static16).decode)(z))
-                ours = run_ours(functools.partial(fresh, arrays16, z16))
-            finally:
-                eqx_vae.GroupNorm.__call__ = original
+            routed = eqx_vae.with_conv_backend(ours16, backend)
+            ours = run_ours(lambda routed=routed: eqx_vae.decode(routed, z16))
             # torch's times and output are those of the first row
-            row_out = add("sd", "decode", args.size, "bfloat16", ours, torch16, path=f"jit(vmap(decode)), {variant}")
+            row_out = add("sd", "decode", args.size, "bfloat16", ours, torch16, path=variant)
             report.rows[-1]["psnr_vs_ours_float32_db"] = psnr(row_out, decoded32)
             report.write()
 
