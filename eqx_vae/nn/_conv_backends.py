@@ -86,6 +86,13 @@ class AbstractConvBackend(eqx.Module):
         return False
 
 
+def _xla_conv(x: Array, weight: Weight, stride: int, padding: Padding, layout: str) -> Array:
+    """XLA's convolution of one image laid out as `layout` (`"CHW"` or `"HWC"`), output in the same layout."""
+    return jax.lax.conv_general_dilated(
+        x[None], weight, (stride, stride), padding, dimension_numbers=("N" + layout, "OIHW", "N" + layout)
+    )[0]
+
+
 class XlaConv(AbstractConvBackend):
     """XLA's convolution (`lax.conv_general_dilated`): quick to compile, exact.
 
@@ -102,13 +109,7 @@ class XlaConv(AbstractConvBackend):
     def _conv_channels_last(
         self, x: Float[Array, "height width in_channels"], weight: Weight, stride: int, padding: Padding, bias: Bias
     ) -> Output:
-        out = jax.lax.conv_general_dilated(
-            x[None],
-            weight,
-            window_strides=(stride, stride),
-            padding=padding,
-            dimension_numbers=("NHWC", "OIHW", "NHWC"),
-        )[0]
+        out = _xla_conv(x, weight, stride, padding, "HWC")
         return channels_first(out if bias is None else out + bias[None, None, :])
 
     def computes_channels_last(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> bool:
@@ -117,14 +118,7 @@ class XlaConv(AbstractConvBackend):
     def conv(self, x: Image, weight: Weight, *, stride: int, padding: Padding, bias: Bias = None) -> Output:
         if self.channels_last:
             return self._conv_channels_last(channels_last(x), weight, stride, padding, bias)
-        out = jax.lax.conv_general_dilated(
-            x[None],
-            weight,
-            window_strides=(stride, stride),
-            padding=padding,
-            dimension_numbers=("NCHW", "OIHW", "NCHW"),
-        )[0]
-        return add_bias(out, bias)
+        return add_bias(_xla_conv(x, weight, stride, padding, "CHW"), bias)
 
     def conv_of_activated(
         self,
