@@ -44,11 +44,11 @@ def upsample_nearest_2x(x: Float[Array, "channels height width"]) -> Float[Array
     return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
-def channels_last(x: Float[Array, "channels height width"]) -> Float[Array, "height width channels"]:
+def to_channels_last(x: Float[Array, "channels height width"]) -> Float[Array, "height width channels"]:
     return jnp.moveaxis(x, 0, -1)
 
 
-def channels_first(x: Float[Array, "height width channels"]) -> Float[Array, "channels height width"]:
+def to_channels_first(x: Float[Array, "height width channels"]) -> Float[Array, "channels height width"]:
     return jnp.moveaxis(x, -1, 0)
 
 
@@ -110,14 +110,14 @@ class XlaConv(AbstractConvBackend):
         self, x: Float[Array, "height width in_channels"], weight: Weight, stride: int, padding: Padding, bias: Bias
     ) -> Output:
         out = _xla_conv(x, weight, stride, padding, "HWC")
-        return channels_first(out if bias is None else out + bias[None, None, :])
+        return to_channels_first(out if bias is None else out + bias[None, None, :])
 
     def computes_channels_last(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> bool:
         return self.channels_last
 
     def conv(self, x: Image, weight: Weight, *, stride: int, padding: Padding, bias: Bias = None) -> Output:
         if self.channels_last:
-            return self._conv_channels_last(channels_last(x), weight, stride, padding, bias)
+            return self._conv_channels_last(to_channels_last(x), weight, stride, padding, bias)
         return add_bias(_xla_conv(x, weight, stride, padding, "CHW"), bias)
 
     def conv_of_activated(
@@ -131,15 +131,14 @@ class XlaConv(AbstractConvBackend):
         bias: Bias = None,
     ) -> Output:
         if self.channels_last:
-            return self._conv_channels_last(activation(channels_last(x)), weight, stride, padding, bias)
+            return self._conv_channels_last(activation(to_channels_last(x)), weight, stride, padding, bias)
         return self.conv(activation(x), weight, stride=stride, padding=padding, bias=bias)
 
     def conv_of_upsampled(
         self, x: Image, weight: Weight, *, stride: int, padding: Padding, bias: Bias = None
     ) -> Output:
         if self.channels_last:
-            upsampled = jnp.repeat(jnp.repeat(channels_last(x), 2, axis=0), 2, axis=1)
-            return self._conv_channels_last(upsampled, weight, stride, padding, bias)
+            return self._conv_channels_last(to_channels_last(upsample_nearest_2x(x)), weight, stride, padding, bias)
         return self.conv(upsample_nearest_2x(x), weight, stride=stride, padding=padding, bias=bias)
 
 
