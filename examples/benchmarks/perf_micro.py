@@ -2,14 +2,20 @@
 
     python examples/benchmarks/perf_micro.py conv --dtype float32 --channels 512 --size 64
     python examples/benchmarks/perf_micro.py groupnorm --channels 512 --size 64
+    python examples/benchmarks/perf_micro.py matmul --size 2048
     XLA_FLAGS=--xla_cpu_use_onednn=true python examples/benchmarks/perf_micro.py conv --dtype bfloat16
 
 Each variant is timed interleaved with torch's conv2d of the same shape (the noise on a shared CPU is then common to
 both), and the pairwise ratio variant/torch is reported as a median, with the compile time of the variant.
+
+`matmul` times one square `(size, size) @ (size, size)` product with XLA and with torch: the rate of XLA's best
+kernel on this CPU, a ceiling for any conv written as matmuls.
 """
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
 import jax
@@ -151,15 +157,45 @@ GROUPNORMS = {
 }
 
 
+def matmul_ceiling(size: int, dtype: str, repeats: int) -> None:
+    """GFLOP/s of a square matmul, XLA and torch interleaved."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size)).astype(np.float32) for _ in range(2))
+    ja, jb = jnp.asarray(a, dtype), jnp.asarray(b, dtype)
+    ta, tb = (torch.from_numpy(m).to(getattr(torch, dtype)) for m in (a, b))
+    product = jax.jit(jnp.dot)
+    _time(product, ja, jb)
+    torch.mm(ta, tb)
+    ours, theirs = [], []
+    for _ in range(repeats):
+        ours.append(_time(product, ja, jb))
+        start = time.perf_counter()
+        torch.mm(ta, tb)
+        theirs.append(time.perf_counter() - start)
+    flop = 2 * size**3
+    print(
+        f"matmul {size}^3 {dtype}: XLA {flop / statistics.median(ours) / 1e9:.0f} GFLOP/s, "
+        f"torch {flop / statistics.median(theirs) / 1e9:.0f} GFLOP/s"
+    )
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["conv", "groupnorm"])
+    parser.add_argument("what", choices=["conv", "groupnorm", "matmul"])
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--channels", type=int, default=512)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--variants", nargs="*", default=None)
     args = parser.parse_args()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_speed import machine_description
+
+    print("machine:", machine_description())
+    if args.what == "matmul":
+        return matmul_ceiling(args.size, args.dtype, args.repeats)
     import torch
 
     c, s = args.channels, args.size
