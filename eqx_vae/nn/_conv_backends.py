@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._layout import to_channels_first, to_channels_last
 from ._matmul_conv import (
     activated_winograd_conv3x3,
     add_bias,
@@ -42,14 +43,6 @@ Bias = Float[Array, " out_channels"] | None
 def upsample_nearest_2x(x: Float[Array, "channels height width"]) -> Float[Array, "channels 2*height 2*width"]:
     """Nearest-neighbour 2x upsampling (`F.interpolate(scale_factor=2.0, mode="nearest")`)."""
     return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-
-
-def to_channels_last(x: Float[Array, "channels height width"]) -> Float[Array, "height width channels"]:
-    return jnp.moveaxis(x, 0, -1)
-
-
-def to_channels_first(x: Float[Array, "height width channels"]) -> Float[Array, "channels height width"]:
-    return jnp.moveaxis(x, -1, 0)
 
 
 class AbstractConvBackend(eqx.Module):

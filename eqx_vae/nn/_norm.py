@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ._dtypes import float_dtype
+from ._layout import to_channels_first, to_channels_last
 from ._spatial import mean_over_bands
 
 
@@ -60,7 +61,7 @@ class GroupNorm(eqx.Module):
             # (rows, pixels per row, groups, channels per group): the mean is taken along each row first, then over
             # the rows and channels. One reduction over all pixels at once rounded worse: forward passes up to 8.3e-6
             # from float64 in `parity_report.py`, against 7.0e-6
-            x = jnp.moveaxis(x, 0, -1)
+            x = to_channels_last(x)
             grouped = x.reshape(x.shape[0], -1, self.groups, per_group)
             group_mean = lambda v: self._mean(v.mean(axis=1, keepdims=True), (0, 3))  # noqa: E731
             first = grouped[:1, :1]  # the first pixel
@@ -78,7 +79,7 @@ class GroupNorm(eqx.Module):
         if channels_last:  # the grouped view is free to reshape back: channels are its last axes
             scale = weight.reshape(1, 1, self.groups, per_group) * inv_std
             out = ((grouped - mean) * scale + bias.reshape(1, 1, self.groups, per_group)).reshape(x.shape)
-            return jnp.moveaxis(out, -1, 0).astype(self.dtype)
+            return to_channels_first(out).astype(self.dtype)
         # The statistics are spread back to one value per channel, so the normalisation is elementwise on `x` as it
         # lies: no reshape of the output ties XLA to one memory layout around the convolutions on either side.
         channel_shape = (channels,) + (1,) * (x.ndim - 1)
