@@ -10,9 +10,8 @@ The tile grid is static (Python ints). Tiles run one at a time through one jitte
 shape: at most four, because edge tiles are cut short), so peak memory is that of one tile plus the tile outputs,
 whatever the image size. Under an outer `jax.jit` the same loop unrolls into the traced program.
 
-Why a Python loop and not `lax.map`: XLA's CPU backend leaves a convolution inside a loop body in the NCHW layout it
-was written in and falls back to a naive kernel; measured 100x slower for one 256-channel 3x3 conv at 64x64 (7.0 s vs
-0.07 s), and a tiled SD-size decode at 1024x1024 did not finish in 700 s.
+Why a Python loop and not `lax.map`: edge tiles differ in shape, and on CPU the gradient of a convolution inside a
+loop body, or a channels-first `XlaConv` there, runs XLA's naive kernel (see `docs/design.md`).
 
 Each tile normalises with its own GroupNorm statistics, so the result differs from the untiled one (seams); this is
 diffusers' behaviour, reproduced.
