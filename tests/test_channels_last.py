@@ -1,9 +1,6 @@
 """`XlaConv` computes channels-last by default, and the GroupNorm before a conv computes in that conv's layout, so
 that XLA cancels the transposes between layers. Both layouts give the same numbers, as torch's float64 conv does."""
 
-import re
-
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -101,31 +98,3 @@ def test_channels_last_decode_compiles_to_fewer_transposes():
         transposes[layout] = compiled.as_text().count(" transpose(")
     assert transposes["channels_last"] < transposes["channels_first"], transposes
 
-
-def _conv_dim_labels(compiled_text: str) -> set[str]:
-    return set(re.findall(r" convolution\(.*?dim_labels=([^,\s}]+)", compiled_text))
-
-
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA's CPU convolution kernels")
-@pytest.mark.parametrize("backend", [eqx_vae.AutoConv(), eqx_vae.XlaConv(), eqx_vae.WinogradConv()])
-def test_convs_inside_lax_map_compile_to_the_fast_cpu_kernel(backend):
-    """XLA's CPU backend rewrites only top-level convolutions into the channels-last form its fast (Eigen) kernel
-    takes, `b01f_01io->b01f`; a conv inside a loop body runs as written, and any other form is a naive loop (a decode
-    under `lax.map` took 12x as long). The backends write that form themselves, so `lax.map` over the model is as
-    fast as `vmap`, with the same values."""
-    model = eqx_vae.with_conv_backend(eqx_vae.AutoencoderKL(SMALL_CONFIG, key=jax.random.key(0)), backend)
-    params, static = eqx.partition(model, eqx.is_array)
-    latents = jax.random.normal(jax.random.key(1), (2, 4, 8, 8))
-    images = jax.random.uniform(jax.random.key(2), (2, 3, 16, 16), minval=-1, maxval=1)
-
-    def looped(params, latents, images):
-        vae = eqx.combine(params, static)
-        return jax.lax.map(vae.decode, latents), jax.lax.map(lambda x: vae.encode(x).mean, images)
-
-    compiled = jax.jit(looped).lower(params, latents, images).compile().as_text()
-    assert " while(" in compiled
-    assert _conv_dim_labels(compiled) == {"b01f_01io->b01f"}
-
-    decoded, means = jax.jit(looped)(params, latents, images)
-    np.testing.assert_allclose(decoded, jax.vmap(model.decode)(latents), rtol=0, atol=1e-5)
-    np.testing.assert_allclose(means, jax.vmap(lambda x: model.encode(x).mean)(images), rtol=0, atol=1e-5)

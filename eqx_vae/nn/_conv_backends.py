@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._canonical_conv import canonical_conv
 from ._layout import to_channels_first, to_channels_last
 from ._matmul_conv import (
     activated_winograd_conv3x3,
@@ -81,9 +82,11 @@ class AbstractConvBackend(eqx.Module):
 
 def _xla_conv(x: Array, weight: Weight, stride: int, padding: Padding, layout: str) -> Array:
     """XLA's convolution of one image laid out as `layout` (`"CHW"` or `"HWC"`), output in the same layout."""
-    kernel = jnp.transpose(weight, (2, 3, 1, 0))  # HWIO: with "HWC", the form XLA's fast CPU kernel takes
+    kernel = jnp.transpose(weight, (2, 3, 1, 0))
+    if layout == "HWC":
+        return canonical_conv(x[None], kernel, stride, padding)[0]
     return jax.lax.conv_general_dilated(
-        x[None], kernel, (stride, stride), padding, dimension_numbers=("N" + layout, "HWIO", "N" + layout)
+        x[None], kernel, (stride, stride), padding, dimension_numbers=("NCHW", "HWIO", "NCHW")
     )[0]
 
 
@@ -94,11 +97,10 @@ class XlaConv(AbstractConvBackend):
     activation and the upsampling computed channels-last as well. XLA's CPU convolution works channels-last, so a
     channels-first conv is transposed in and out anyway; written channels-last, with the GroupNorms before the
     convs computing channels-last too, those transposes cancel between layers. An SD-size decode at 256 px took
-    1.73 s against 2.02 s channels-first, with the same results to rounding. The kernel is transposed to
-    `(height, width, in, out)` in the traced code too: XLA's CPU backend rewrites only top-level convolutions into
-    that form, so a conv inside `lax.map`, `lax.scan` or a `while` body written any other way runs a naive loop
-    (a decode under `lax.map` took 12x as long). `channels_last=False` convolves the `(channels, height, width)`
-    image as it lies, and inside a loop body on CPU it pays that naive loop.
+    1.73 s against 2.02 s channels-first, with the same results to rounding. Channels-last convs and their
+    gradients are written in the one form XLA's fast CPU kernel takes (`canonical_conv`), so they keep that kernel
+    inside `lax.map`, `lax.scan` and `fori_loop` bodies too, where XLA rewrites nothing. `channels_last=False`
+    convolves the `(channels, height, width)` image as it lies; inside a loop body on CPU that is a naive loop.
     """
 
     channels_last: bool = eqx.field(static=True, default=True)

@@ -1,0 +1,124 @@
+"""Convolutions in the one form XLA's fast CPU kernel takes (`b01f_01io->b01f`), forwards and in the gradient, also
+inside loop bodies, where XLA rewrites nothing: otherwise a conv there runs a naive loop (a decode under `lax.map`
+took 12x as long, 4 training steps under `lax.scan` 20x)."""
+
+import re
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import SMALL_CONFIG
+
+import eqx_vae
+from eqx_vae.nn._canonical_conv import canonical_conv
+
+CANONICAL = {"b01f_01io->b01f"}
+CONV_CASES = [  # (in, out, kernel, stride, padding): resnet conv, shortcut, downsampler
+    (6, 10, 3, 1, ((1, 1), (1, 1))),
+    (6, 10, 1, 1, ((0, 0), (0, 0))),
+    (6, 6, 3, 2, ((0, 1), (0, 1))),
+]
+
+
+def _conv_dim_labels(compiled_text: str) -> set[str]:
+    return set(re.findall(r" convolution\(.*?dim_labels=([^,\s}]+)", compiled_text))
+
+
+@pytest.mark.parametrize(("in_channels", "out_channels", "kernel_size", "stride", "padding"), CONV_CASES)
+def test_canonical_conv_and_its_derivatives_match_torch_float64(
+    in_channels, out_channels, kernel_size, stride, padding
+):
+    torch = pytest.importorskip("torch")
+    keys = jax.random.split(jax.random.key(kernel_size + stride), 5)
+    x = jax.random.normal(keys[0], (2, 9, 11, in_channels))
+    kernel = jax.random.normal(keys[1], (kernel_size, kernel_size, in_channels, out_channels))
+    x_dot, kernel_dot = jax.random.normal(keys[2], x.shape), jax.random.normal(keys[3], kernel.shape)
+    out, vjp = jax.vjp(lambda x, k: canonical_conv(x, k, stride, padding), x, kernel)
+    cotangent = jax.random.normal(keys[4], out.shape)
+    x_bar, kernel_bar = vjp(cotangent)
+    _, out_dot = jax.jvp(lambda x, k: canonical_conv(x, k, stride, padding), (x, kernel), (x_dot, kernel_dot))
+
+    def torch_conv(x, k):  # NHWC / HWIO arrays, float64
+        (top, bottom), (left, right) = padding
+        image = torch.nn.functional.pad(x.permute(0, 3, 1, 2), (left, right, top, bottom))
+        return torch.nn.functional.conv2d(image, k.permute(3, 2, 0, 1), stride=stride).permute(0, 2, 3, 1)
+
+    as_torch = lambda a: torch.from_numpy(np.asarray(a, np.float64))  # noqa: E731
+    x_t, kernel_t = as_torch(x).requires_grad_(), as_torch(kernel).requires_grad_()
+    exact = torch_conv(x_t, kernel_t)
+    exact.backward(as_torch(cotangent))
+    _, exact_dot = torch.func.jvp(torch_conv, (as_torch(x), as_torch(kernel)), (as_torch(x_dot), as_torch(kernel_dot)))
+    for ours, reference in [
+        (out, exact.detach()),
+        (x_bar, x_t.grad),
+        (kernel_bar, kernel_t.grad),
+        (out_dot, exact_dot),
+    ]:
+        reference = reference.numpy()
+        assert ours.shape == reference.shape
+        assert np.abs(np.asarray(ours, np.float64) - reference).max() < 1e-5 * max(1.0, np.abs(reference).max())
+
+
+def _model_and_inputs(backend):
+    model = eqx_vae.with_conv_backend(eqx_vae.AutoencoderKL(SMALL_CONFIG, key=jax.random.key(0)), backend)
+    latents = jax.random.normal(jax.random.key(1), (2, 4, 8, 8))
+    images = jax.random.uniform(jax.random.key(2), (2, 3, 16, 16), minval=-1, maxval=1)
+    return eqx.partition(model, eqx.is_array), latents, images
+
+
+def _compiled_in_canonical_form(fn, *args):
+    """`fn` jitted and compiled for `args`, after checking that it loops and that its every conv is canonical."""
+    compiled = jax.jit(fn).lower(*args).compile()
+    assert " while(" in compiled.as_text()
+    assert _conv_dim_labels(compiled.as_text()) == CANONICAL, fn.__name__
+    return compiled
+
+
+def _looped_encode_and_decode(static):
+    def looped(params, latents, images):
+        vae = eqx.combine(params, static)
+        return jax.lax.map(vae.decode, latents), jax.lax.map(lambda x: vae.encode(x).mean, images)
+
+    return looped
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA's CPU convolution kernels")
+@pytest.mark.parametrize("backend", [eqx_vae.AutoConv(), eqx_vae.WinogradConv()])
+def test_encode_and_decode_under_lax_map_compile_to_the_fast_cpu_kernel(backend):
+    (params, static), latents, images = _model_and_inputs(backend)
+    decoded, means = _compiled_in_canonical_form(_looped_encode_and_decode(static), params, latents, images)(
+        params, latents, images
+    )
+    model = eqx.combine(params, static)
+    np.testing.assert_allclose(decoded, jax.vmap(model.decode)(latents), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(means, jax.vmap(lambda x: model.encode(x).mean)(images), rtol=0, atol=1e-5)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA's CPU convolution kernels")
+def test_gradients_inside_loops_compile_to_the_fast_cpu_kernel():
+    (params, static), latents, images = _model_and_inputs(eqx_vae.AutoConv())
+
+    def loss(params, images):
+        vae = eqx.combine(params, static)
+        return jnp.mean((jax.vmap(lambda x: vae(x))(images) - images) ** 2)
+
+    def sgd_step(params, batch):
+        return jax.tree.map(lambda a, g: a - 0.1 * g, params, jax.grad(loss)(params, batch))
+
+    def training_steps(params, batches):  # one step per batch, in a lax.scan
+        return jax.lax.scan(lambda p, batch: (sgd_step(p, batch), None), params, batches)[0]
+
+    def latent_gradients(params, latents):  # gradients with respect to the input, as guidance takes them
+        vae = eqx.combine(params, static)
+        return jax.lax.map(jax.grad(lambda z: jnp.sum(vae.decode(z) ** 2)), latents)
+
+    batches = jnp.stack([images, images[::-1]])
+    trained = _compiled_in_canonical_form(training_steps, params, batches)(params, batches)
+    _compiled_in_canonical_form(latent_gradients, params, latents)
+    step = jax.jit(sgd_step)
+    for batch in batches:  # the same steps as one jitted step per batch, outside any loop
+        params = step(params, batch)
+    for ours, reference in zip(jax.tree.leaves(trained), jax.tree.leaves(params), strict=True):
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
