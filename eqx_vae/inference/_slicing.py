@@ -3,8 +3,7 @@
 diffusers' slicing runs the batch one example at a time in a Python loop. Here a Python loop calls the jitted batch
 encode/decode on slices of `slice_size` examples (one compile per slice shape: the full slices and a remainder), so
 peak activation memory is that of one slice whatever the batch size, and the results equal the unsliced ones. Under an
-outer `jax.jit` the loop unrolls. Not `lax.map`: the loop reuses the compiled batch function, and on CPU the gradient
-of a convolution inside a loop body runs XLA's naive kernel (see `docs/design.md`).
+outer `jax.jit` the loop unrolls. Not `lax.map`: the loop reuses the compiled batch function of `encode`/`decode`.
 """
 
 import jax

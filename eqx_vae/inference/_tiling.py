@@ -10,8 +10,8 @@ The tile grid is static (Python ints). Tiles run one at a time through one jitte
 shape: at most four, because edge tiles are cut short), so peak memory is that of one tile plus the tile outputs,
 whatever the image size. Under an outer `jax.jit` the same loop unrolls into the traced program.
 
-Why a Python loop and not `lax.map`: edge tiles differ in shape, and on CPU the gradient of a convolution inside a
-loop body, or a channels-first `XlaConv` there, runs XLA's naive kernel (see `docs/design.md`).
+Why a Python loop and not `lax.map`: edge tiles differ in shape, and on CPU a channels-first `XlaConv` inside a loop
+body runs XLA's naive convolution (see `docs/design.md`).
 
 Each tile normalises with its own GroupNorm statistics, so the result differs from the untiled one (seams); this is
 diffusers' behaviour, reproduced.
