@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import SMALL_CONFIG
 
 import eqx_vae
 from eqx_vae.nn._canonical_conv import canonical_conv
@@ -61,11 +60,11 @@ def test_canonical_conv_and_its_derivatives_match_torch_float64(
         assert np.abs(np.asarray(ours, np.float64) - reference).max() < 1e-5 * max(1.0, np.abs(reference).max())
 
 
-def _model_and_inputs(backend):
-    model = eqx_vae.with_conv_backend(eqx_vae.AutoencoderKL(SMALL_CONFIG, key=jax.random.key(0)), backend)
+def _model_and_inputs(model, backend):
+    model = eqx_vae.with_conv_backend(model, backend)
     latents = jax.random.normal(jax.random.key(1), (2, 4, 8, 8))
     images = jax.random.uniform(jax.random.key(2), (2, 3, 16, 16), minval=-1, maxval=1)
-    return eqx.partition(model, eqx.is_array), latents, images
+    return model, latents, images
 
 
 def _compiled_in_canonical_form(fn, *args):
@@ -86,19 +85,20 @@ def _looped_encode_and_decode(static):
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA's CPU convolution kernels")
 @pytest.mark.parametrize("backend", [eqx_vae.AutoConv(), eqx_vae.WinogradConv()])
-def test_encode_and_decode_under_lax_map_compile_to_the_fast_cpu_kernel(backend):
-    (params, static), latents, images = _model_and_inputs(backend)
+def test_encode_and_decode_under_lax_map_compile_to_the_fast_cpu_kernel(small_model, backend):
+    model, latents, images = _model_and_inputs(small_model, backend)
+    params, static = eqx.partition(model, eqx.is_array)
     decoded, means = _compiled_in_canonical_form(_looped_encode_and_decode(static), params, latents, images)(
         params, latents, images
     )
-    model = eqx.combine(params, static)
-    np.testing.assert_allclose(decoded, jax.vmap(model.decode)(latents), rtol=0, atol=1e-5)
-    np.testing.assert_allclose(means, jax.vmap(lambda x: model.encode(x).mean)(images), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(decoded, eqx_vae.decode(model, latents), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(means, eqx_vae.encode(model, images).mean, rtol=0, atol=1e-5)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA's CPU convolution kernels")
-def test_gradients_inside_loops_compile_to_the_fast_cpu_kernel():
-    (params, static), latents, images = _model_and_inputs(eqx_vae.AutoConv())
+def test_gradients_inside_loops_compile_to_the_fast_cpu_kernel(small_model):
+    model, latents, images = _model_and_inputs(small_model, eqx_vae.AutoConv())
+    params, static = eqx.partition(model, eqx.is_array)
 
     def loss(params, images):
         vae = eqx.combine(params, static)
