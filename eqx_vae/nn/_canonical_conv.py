@@ -6,7 +6,7 @@ rewrites other forms into that one, but only for top-level convolutions: inside 
 `fori_loop`) a convolution runs as written, and any other form is a naive loop, 10-100x slower.
 
 JAX's own derivative of a convolution writes the input's gradient with the kernel's axes swapped and the weight's
-gradient with the batch and feature axes swapped, so a gradient taken inside a loop body ran naive loops. Here the
+gradient with the batch and feature axes swapped: inside a loop body, both would run as naive loops. Here the
 tangent convolutions are written in the forms whose transposes (what reverse mode runs) are canonical; the values are
 the same. Forward-mode derivatives (`jax.jvp`) still work and run those tangent forms (naive only inside a loop body).
 """
