@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import eqx_vae
+from eqx_vae.nn._auto_conv import jaxpr_equations
 
 
 def tiny_config(**changes) -> eqx_vae.AutoencoderKLConfig:
@@ -145,3 +146,8 @@ def array_leaves(tree) -> list:
 
 def random_images(shape, seed: int = 0) -> jnp.ndarray:
     return jnp.asarray(np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32))
+
+
+def primitive_names(closed_jaxpr) -> list[str]:
+    """The primitives of a jaxpr, those inside its calls and loops (the convs' `custom_jvp_call`s) included."""
+    return [equation.primitive.name for equation in jaxpr_equations(closed_jaxpr.jaxpr)]

@@ -6,21 +6,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import tiny_config
+from helpers import primitive_names, tiny_config
 
 import eqx_vae
 from eqx_vae.nn import call_gflop, conv_backend_named, resolve_auto_conv
-from eqx_vae.nn._auto_conv import jaxpr_equations
 from eqx_vae.nn._conv_backends import conv_gflop
 
 
 def _primitives(layer, x):
-    return set(_primitive_names(jax.make_jaxpr(layer)(x)))
-
-
-def _primitive_names(closed_jaxpr) -> list[str]:
-    """The primitives of a jaxpr, those inside its calls (the convs' `custom_jvp_call`s) included."""
-    return [equation.primitive.name for equation in jaxpr_equations(closed_jaxpr.jaxpr)]
+    return set(primitive_names(jax.make_jaxpr(layer)(x)))
 
 
 def _with(layer, backend):
@@ -167,5 +161,5 @@ def test_default_call_rule_on_sd_size_decodes():
         gflop = call_gflop(lambda m, z: m.decoder(z), model, latent)
         default = eqx_vae.AutoConv()
         assert (default.call_min_gflop <= gflop <= default.call_max_gflop) == on_winograd
-        names = _primitive_names(eqx.filter_make_jaxpr(lambda m, z: m.decode(z))(model, latent)[0])
+        names = primitive_names(eqx.filter_make_jaxpr(lambda m, z: m.decode(z))(model, latent)[0])
         assert (names.count("conv_general_dilated") <= 3) == on_winograd  # only the narrow convs stay on XLA

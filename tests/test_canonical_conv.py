@@ -75,22 +75,17 @@ def _compiled_in_canonical_form(fn, *args):
     return compiled
 
 
-def _looped_encode_and_decode(static):
-    def looped(params, latents, images):
-        vae = eqx.combine(params, static)
-        return jax.lax.map(vae.decode, latents), jax.lax.map(lambda x: vae.encode(x).mean, images)
-
-    return looped
-
-
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA's CPU convolution kernels")
 @pytest.mark.parametrize("backend", [eqx_vae.AutoConv(), eqx_vae.WinogradConv()])
 def test_encode_and_decode_under_lax_map_compile_to_the_fast_cpu_kernel(small_model, backend):
     model, latents, images = _model_and_inputs(small_model, backend)
     params, static = eqx.partition(model, eqx.is_array)
-    decoded, means = _compiled_in_canonical_form(_looped_encode_and_decode(static), params, latents, images)(
-        params, latents, images
-    )
+
+    def looped(params, latents, images):
+        vae = eqx.combine(params, static)
+        return jax.lax.map(vae.decode, latents), jax.lax.map(lambda x: vae.encode(x).mean, images)
+
+    decoded, means = _compiled_in_canonical_form(looped, params, latents, images)(params, latents, images)
     np.testing.assert_allclose(decoded, eqx_vae.decode(model, latents), rtol=0, atol=1e-5)
     np.testing.assert_allclose(means, eqx_vae.encode(model, images).mean, rtol=0, atol=1e-5)
 

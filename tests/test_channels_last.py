@@ -97,4 +97,3 @@ def test_channels_last_decode_compiles_to_fewer_transposes():
         compiled = jax.jit(lambda m, z: jax.vmap(m.decode)(z)).lower(routed, latents).compile()
         transposes[layout] = compiled.as_text().count(" transpose(")
     assert transposes["channels_last"] < transposes["channels_first"], transposes
-

@@ -5,10 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import primitive_names
 
 import eqx_vae
 from eqx_vae.nn import get_activation
-from eqx_vae.nn._auto_conv import jaxpr_equations
 from eqx_vae.nn._matmul_conv import (
     activated_winograd_conv3x3,
     shifted_dots_conv,
@@ -157,7 +157,7 @@ def test_which_convs_use_winograd():
 
 
 def _primitives(conv, x):
-    return {equation.primitive.name for equation in jaxpr_equations(jax.make_jaxpr(conv)(x).jaxpr)}
+    return set(primitive_names(jax.make_jaxpr(conv)(x)))
 
 
 def test_winograd_backend_uses_xla_convolution_only_for_narrow_convs():

@@ -80,13 +80,10 @@ class AbstractConvBackend(eqx.Module):
         return False
 
 
-def _xla_conv(x: Array, weight: Weight, stride: int, padding: Padding, layout: str) -> Array:
-    """XLA's convolution of one image laid out as `layout` (`"CHW"` or `"HWC"`), output in the same layout."""
-    kernel = jnp.transpose(weight, (2, 3, 1, 0))
-    if layout == "HWC":
-        return canonical_conv(x[None], kernel, stride, padding)[0]
+def _xla_conv_channels_first(x: Image, weight: Weight, stride: int, padding: Padding) -> Array:
+    """XLA's convolution of one `(channels, height, width)` image, output in the same layout."""
     return jax.lax.conv_general_dilated(
-        x[None], kernel, (stride, stride), padding, dimension_numbers=("NCHW", "HWIO", "NCHW")
+        x[None], weight, (stride, stride), padding, dimension_numbers=("NCHW", "OIHW", "NCHW")
     )[0]
 
 
@@ -108,7 +105,7 @@ class XlaConv(AbstractConvBackend):
     def _conv_channels_last(
         self, x: Float[Array, "height width in_channels"], weight: Weight, stride: int, padding: Padding, bias: Bias
     ) -> Output:
-        out = _xla_conv(x, weight, stride, padding, "HWC")
+        out = canonical_conv(x[None], jnp.transpose(weight, (2, 3, 1, 0)), stride, padding)[0]
         return to_channels_first(out if bias is None else out + bias[None, None, :])
 
     def computes_channels_last(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> bool:
@@ -117,7 +114,7 @@ class XlaConv(AbstractConvBackend):
     def conv(self, x: Image, weight: Weight, *, stride: int, padding: Padding, bias: Bias = None) -> Output:
         if self.channels_last:
             return self._conv_channels_last(to_channels_last(x), weight, stride, padding, bias)
-        return add_bias(_xla_conv(x, weight, stride, padding, "CHW"), bias)
+        return add_bias(_xla_conv_channels_first(x, weight, stride, padding), bias)
 
     def conv_of_activated(
         self,
