@@ -24,6 +24,7 @@ from ..models import (
     with_compute_dtype,
 )
 from ..models._families import family_of
+from ..nn import kernel_from_torch, kernel_to_torch
 from ..nn._dtypes import float_dtype
 
 
@@ -78,10 +79,25 @@ def _is_parameter(leaf) -> bool:
     return eqx.is_array(leaf) or isinstance(leaf, jax.ShapeDtypeStruct)
 
 
+def _is_conv_kernel(leaf) -> bool:
+    """Conv kernels are the models' only 4-D parameters: `(kh, kw, in, out)` in a model, `(out, in, kh, kw)` in a
+    state dict."""
+    return len(leaf.shape) == 4
+
+
+def _to_torch_layout(leaf):
+    if not _is_conv_kernel(leaf):
+        return leaf
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(kernel_to_torch(np.empty(leaf.shape, np.bool_)).shape, leaf.dtype)
+    return kernel_to_torch(leaf)
+
+
 def named_parameters(model: AbstractAutoencoderKL | AutoencoderTiny) -> dict[str, Any]:
-    """Every array of the model by its diffusers state-dict name, e.g. `decoder.up_blocks.0.upsamplers.0.conv.bias`."""
+    """Every array of the model by its diffusers state-dict name, e.g. `decoder.up_blocks.0.upsamplers.0.conv.bias`,
+    in PyTorch's layout: conv kernels, `(kh, kw, in, out)` in the model, are given as `(out, in, kh, kw)`."""
     leaves, _ = jax.tree_util.tree_flatten_with_path(eqx.filter(model, _is_parameter))
-    return {_path_to_name(path): leaf for path, leaf in leaves}
+    return {_path_to_name(path): _to_torch_layout(leaf) for path, leaf in leaves}
 
 
 _LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
@@ -195,8 +211,8 @@ def state_dict_to_model(
         elif name in counters:
             arrays.append(jnp.asarray(_checked_counter(get_tensor(name), name, leaf.shape, source)))
         else:
-            array = _checked_tensor(get_tensor(name), name, leaf.shape, source, allow_nonfinite)
-            arrays.append(jnp.asarray(array, dtype=storage))
+            array = _checked_tensor(get_tensor(name), name, _to_torch_layout(leaf).shape, source, allow_nonfinite)
+            arrays.append(jnp.asarray(kernel_from_torch(array) if _is_conv_kernel(leaf) else array, dtype=storage))
     return with_compute_dtype(jax.tree_util.tree_unflatten(treedef, arrays), compute)
 
 

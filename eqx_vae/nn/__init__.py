@@ -12,5 +12,7 @@ from ._conv_backends import WinogradConv as WinogradConv
 from ._conv_backends import XlaConv as XlaConv
 from ._conv_backends import conv_backend_named as conv_backend_named
 from ._conv_backends import upsample_nearest_2x as upsample_nearest_2x
+from ._layout import kernel_from_torch as kernel_from_torch
+from ._layout import kernel_to_torch as kernel_to_torch
 from ._linear import Linear as Linear
 from ._norm import GroupNorm as GroupNorm

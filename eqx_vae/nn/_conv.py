@@ -1,4 +1,4 @@
-"""Conv2d with PyTorch's parameter layout (weight OIHW, bias `(out,)`), over one `(channels, height, width)` image."""
+"""Conv2d over one `(channels, height, width)` image, its kernel stored `(kh, kw, in, out)` (HWIO)."""
 
 from collections.abc import Callable
 
@@ -10,11 +10,15 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._conv_backends import AbstractConvBackend, AutoConv, upsample_nearest_2x
 from ._dtypes import float_dtype
 from ._init import torch_default_init
+from ._layout import Kernel, kernel_from_torch
 from ._spatial import halo_pad
 
-
 class Conv2d(eqx.Module):
-    """A 2D convolution, weight `(out, in, kh, kw)` and bias `(out,)` as diffusers stores them.
+    """A 2D convolution: kernel `weight` of shape `(kh, kw, in, out)` and bias `(out,)`.
+
+    The kernel is stored in the layout XLA's convolution computes with (Flax's too), so no call transposes it; state
+    dicts keep PyTorch's `(out, in, kh, kw)`: `eqx_vae.named_parameters`, `model_to_state_dict` and every loader
+    convert (`eqx_vae.nn.kernel_from_torch`, `kernel_to_torch`).
 
     - `use_bias=False` leaves the bias out (`bias` is None), as `nn.Conv2d(..., bias=False)` does.
     - `backend` computes it (`AutoConv` by default, which picks `XlaConv` or `WinogradConv` for each call and
@@ -24,7 +28,7 @@ class Conv2d(eqx.Module):
       zero rows of the padding are replaced by the neighbouring bands' rows.
     """
 
-    weight: Float[Array, "out_channels in_channels kernel_height kernel_width"]
+    weight: Kernel
     bias: Float[Array, " out_channels"] | None
     backend: AbstractConvBackend
     stride: int = eqx.field(static=True)
@@ -47,7 +51,8 @@ class Conv2d(eqx.Module):
     ):
         shape = (out_channels, in_channels, kernel_size, kernel_size)
         param_dtype = float_dtype(param_dtype, "param_dtype")
-        self.weight, bias = torch_default_init(key, shape, in_channels * kernel_size**2, param_dtype)
+        weight, bias = torch_default_init(key, shape, in_channels * kernel_size**2, param_dtype)
+        self.weight = kernel_from_torch(weight)
         self.bias = bias if use_bias else None
         self.backend = AutoConv()
         self.stride = stride

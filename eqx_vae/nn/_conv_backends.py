@@ -36,7 +36,7 @@ from ._matmul_conv import (
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 Image = Float[Array, "in_channels height width"]
-Weight = Float[Array, "out_channels in_channels kernel_height kernel_width"]
+Weight = Float[Array, "kernel_height kernel_width in_channels out_channels"]  # `Conv2d.weight`'s layout
 Output = Float[Array, "out_channels out_height out_width"]
 Bias = Float[Array, " out_channels"] | None
 
@@ -83,7 +83,7 @@ class AbstractConvBackend(eqx.Module):
 def _xla_conv_channels_first(x: Image, weight: Weight, stride: int, padding: Padding) -> Array:
     """XLA's convolution of one `(channels, height, width)` image, output in the same layout."""
     return jax.lax.conv_general_dilated(
-        x[None], weight, (stride, stride), padding, dimension_numbers=("NCHW", "OIHW", "NCHW")
+        x[None], weight, (stride, stride), padding, dimension_numbers=("NCHW", "HWIO", "NCHW")
     )[0]
 
 
@@ -105,7 +105,7 @@ class XlaConv(AbstractConvBackend):
     def _conv_channels_last(
         self, x: Float[Array, "height width in_channels"], weight: Weight, stride: int, padding: Padding, bias: Bias
     ) -> Output:
-        out = canonical_conv(x[None], jnp.transpose(weight, (2, 3, 1, 0)), stride, padding)[0]
+        out = canonical_conv(x[None], weight, stride, padding)[0]
         return to_channels_first(out if bias is None else out + bias[None, None, :])
 
     def computes_channels_last(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> bool:
@@ -139,7 +139,7 @@ class XlaConv(AbstractConvBackend):
 
 
 def _is_same_size_3x3(weight: Weight, stride: int, padding: Padding) -> bool:
-    return tuple(weight.shape[2:]) == (3, 3) and stride == 1 and padding == ((1, 1), (1, 1))
+    return tuple(weight.shape[:2]) == (3, 3) and stride == 1 and padding == ((1, 1), (1, 1))
 
 
 class WinogradConv(AbstractConvBackend):
@@ -188,7 +188,7 @@ class WinogradConv(AbstractConvBackend):
 
 def conv_gflop(weight_shape: tuple[int, ...], out_height: int, out_width: int) -> float:
     """GFLOP of one conv of one image (a multiply-add counts 2)."""
-    out_channels, in_channels, kernel_height, kernel_width = weight_shape
+    kernel_height, kernel_width, in_channels, out_channels = weight_shape
     return 2 * out_channels * in_channels * kernel_height * kernel_width * out_height * out_width / 1e9
 
 
@@ -221,8 +221,8 @@ class AutoConv(AbstractConvBackend):
     def _pick(self, x: Image, weight: Weight, stride: int, padding: Padding, upsampled: bool = False):
         scale = 2 if upsampled else 1
         # A strided conv is judged by its work at stride 1, so a downsampler goes where the convs of its level go.
-        out_height = _out_size(scale * x.shape[1], padding[0], weight.shape[2], 1)
-        out_width = _out_size(scale * x.shape[2], padding[1], weight.shape[3], 1)
+        out_height = _out_size(scale * x.shape[1], padding[0], weight.shape[0], 1)
+        out_width = _out_size(scale * x.shape[2], padding[1], weight.shape[1], 1)
         threshold = self.upsample_min_gflop if upsampled else self.conv_min_gflop
         large = conv_gflop(weight.shape, out_height, out_width) >= threshold
         return WinogradConv() if large and jax.default_backend() == "cpu" else XlaConv()

@@ -38,14 +38,14 @@ _PHASE_TAPS = np.array([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], np.floa
 
 def uses_matmuls(weight_shape: tuple[int, ...]) -> bool:
     """Whether a conv with this weight is computed with matmuls in winograd mode (enough channels in and out)."""
-    out_channels, in_channels = weight_shape[:2]
+    in_channels, out_channels = weight_shape[2:]
     return min(out_channels, in_channels) >= MATMUL_MIN_CHANNELS
 
 
 def uses_winograd(weight_shape: tuple[int, ...], stride: int, padded_height: int, padded_width: int) -> bool:
     """Whether `matmul_conv` computes this conv with Winograd F(2x2, 3x3)."""
     even = padded_height % 2 == 0 and padded_width % 2 == 0
-    return uses_matmuls(weight_shape) and stride == 1 and tuple(weight_shape[2:]) == (3, 3) and even
+    return uses_matmuls(weight_shape) and stride == 1 and tuple(weight_shape[:2]) == (3, 3) and even
 
 
 def _tap_sum(
@@ -71,11 +71,11 @@ def _tap_sum(
 
 def shifted_dots_conv(
     x: Float[Array, "in_channels padded_height padded_width"],
-    weight: Float[Array, "out_channels in_channels kernel_height kernel_width"],
+    weight: Float[Array, "kernel_height kernel_width in_channels out_channels"],
     stride: int,
 ) -> Float[Array, "out_channels out_height out_width"]:
     """The unpadded ('VALID') conv of an already padded image as one `(out, in) @ (in, pixels)` matmul per tap."""
-    taps = weight.transpose(2, 3, 0, 1)
+    taps = weight.transpose(0, 1, 3, 2)  # (kernel_height, kernel_width, out, in)
     return _tap_sum(x, [list(row) for row in taps], stride)
 
 
@@ -86,7 +86,7 @@ def add_bias(x: Float[Array, "channels height width"], bias: Float[Array, " chan
 
 def matmul_conv(
     x: Float[Array, "in_channels padded_height padded_width"],
-    weight: Float[Array, "out_channels in_channels kernel_height kernel_width"],
+    weight: Float[Array, "kernel_height kernel_width in_channels out_channels"],
     stride: int,
     bias: Float[Array, " out_channels"] | None = None,
     band_elements: int | None = None,
@@ -121,7 +121,7 @@ def _activated_phase(
 
 def activated_winograd_conv3x3(
     x: Float[Array, "in_channels height width"],
-    weight: Float[Array, "out_channels in_channels 3 3"],
+    weight: Float[Array, "3 3 in_channels out_channels"],
     activation: Callable[[Array], Array],
     bias: Float[Array, " out_channels"] | None = None,
     band_elements: int | None = None,
@@ -154,7 +154,7 @@ def activated_winograd_conv3x3(
 
 def upsample_conv3x3(
     x: Float[Array, "in_channels padded_height padded_width"],
-    weight: Float[Array, "out_channels in_channels 3 3"],
+    weight: Float[Array, "3 3 in_channels out_channels"],
     bias: Float[Array, " out_channels"] | None = None,
     band_elements: int | None = None,
 ) -> Float[Array, "out_channels 2*padded_height-4 2*padded_width-4"]:
