@@ -88,9 +88,7 @@ def _is_conv_kernel(leaf) -> bool:
 def _to_torch_layout(leaf):
     if not _is_conv_kernel(leaf):
         return leaf
-    if isinstance(leaf, jax.ShapeDtypeStruct):
-        return jax.ShapeDtypeStruct(kernel_to_torch(np.empty(leaf.shape, np.bool_)).shape, leaf.dtype)
-    return kernel_to_torch(leaf)
+    return jax.eval_shape(kernel_to_torch, leaf) if isinstance(leaf, jax.ShapeDtypeStruct) else kernel_to_torch(leaf)
 
 
 def named_parameters(model: AbstractAutoencoderKL | AutoencoderTiny) -> dict[str, Any]:
