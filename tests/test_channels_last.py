@@ -8,7 +8,7 @@ import pytest
 from helpers import SMALL_CONFIG
 
 import eqx_vae
-from eqx_vae.nn import get_activation
+from eqx_vae.nn import get_activation, kernel_to_torch
 from eqx_vae.nn._auto_conv import jaxpr_equations
 
 LAYOUTS = {"channels_last": eqx_vae.XlaConv(), "channels_first": eqx_vae.XlaConv(channels_last=False)}
@@ -23,7 +23,7 @@ def _torch_float64_conv(x, conv, *, upsample=False, activation=None):
         image = torch.nn.functional.interpolate(image, scale_factor=2.0, mode="nearest")
     (top, bottom), (left, right) = conv.padding
     image = torch.nn.functional.pad(image, (left, right, top, bottom))
-    weight = torch.from_numpy(np.asarray(conv.weight, np.float64))
+    weight = torch.from_numpy(np.asarray(kernel_to_torch(conv.weight), np.float64))
     bias = torch.from_numpy(np.asarray(conv.bias, np.float64))
     return torch.nn.functional.conv2d(image, weight, bias, stride=conv.stride)[0].numpy()
 

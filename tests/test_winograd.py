@@ -8,7 +8,7 @@ import pytest
 from helpers import primitive_names
 
 import eqx_vae
-from eqx_vae.nn import get_activation
+from eqx_vae.nn import get_activation, kernel_from_torch
 from eqx_vae.nn._matmul_conv import (
     activated_winograd_conv3x3,
     shifted_dots_conv,
@@ -51,7 +51,7 @@ def test_winograd_matches_float64_convolution(shape):
     x = jax.random.normal(key_x, (channels, height + 2, width + 2))
     weight = jax.random.normal(key_w, (7, channels, 3, 3)) / np.sqrt(9 * channels)
     reference = _float64_reference(x, weight)
-    ours = np.asarray(winograd_conv3x3(x, winograd_kernel(weight)))
+    ours = np.asarray(winograd_conv3x3(x, winograd_kernel(kernel_from_torch(weight))))
     direct = np.asarray(_direct(x, weight))
     assert ours.shape == reference.shape == (7, height, width)
     scale = np.abs(reference).max()
@@ -69,7 +69,7 @@ def test_winograd_gradients_match_direct():
     def loss(conv, x, weight):
         return jnp.sum(jnp.sin(conv(x, weight)) * target)
 
-    ours = jax.grad(loss, argnums=(1, 2))(lambda x, w: winograd_conv3x3(x, winograd_kernel(w)), x, weight)
+    ours = jax.grad(loss, argnums=(1, 2))(lambda x, w: winograd_conv3x3(x, winograd_kernel(kernel_from_torch(w))), x, weight)
     direct = jax.grad(loss, argnums=(1, 2))(_direct, x, weight)
     for a, b in zip(ours, direct, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
@@ -99,7 +99,7 @@ def test_shifted_dots_match_float64_convolution(kernel_size, stride, shape):
     exact = jax.lax.conv_general_dilated(
         np.asarray(x, np.float64)[None], np.asarray(weight, np.float64), (stride, stride), "VALID"
     )[0]
-    ours = shifted_dots_conv(x, weight, stride)
+    ours = shifted_dots_conv(x, kernel_from_torch(weight), stride)
     assert ours.shape == exact.shape
     assert np.abs(np.asarray(ours) - np.asarray(exact)).max() < 1e-5 * max(1.0, float(np.abs(exact).max()))
 
@@ -111,7 +111,7 @@ def test_upsample_conv_matches_float64_conv_of_the_upsampled_image(size):
     weight = jax.random.normal(key_w, (5, 6, 3, 3)) / np.sqrt(54)
     upsampled = np.repeat(np.repeat(np.asarray(x, np.float64), 2, axis=1), 2, axis=2)
     exact = _float64_reference(np.pad(upsampled, ((0, 0), (1, 1), (1, 1))), weight)
-    ours = np.asarray(upsample_conv3x3(jnp.pad(x, ((0, 0), (1, 1), (1, 1))), weight))
+    ours = np.asarray(upsample_conv3x3(jnp.pad(x, ((0, 0), (1, 1), (1, 1))), kernel_from_torch(weight)))
     assert ours.shape == exact.shape == (5, 2 * size[0], 2 * size[1])
     assert np.abs(ours - exact).max() < 1e-5 * max(1.0, np.abs(exact).max())
 
@@ -132,7 +132,7 @@ def test_winograd_of_the_activation_matches_float64(act_fn, shape):
     weight = jax.random.normal(key_w, (7, shape[0], 3, 3)) / np.sqrt(9 * shape[0])
     activated = np.asarray(get_activation(act_fn)(x), np.float64)
     exact = _float64_reference(np.pad(activated, ((0, 0), (1, 1), (1, 1))), weight)
-    ours = np.asarray(activated_winograd_conv3x3(x, weight, get_activation(act_fn)))
+    ours = np.asarray(activated_winograd_conv3x3(x, kernel_from_torch(weight), get_activation(act_fn)))
     assert ours.shape == exact.shape == (7, *shape[1:])
     assert np.abs(ours - exact).max() < 1e-5 * max(1.0, np.abs(exact).max())
 
@@ -148,12 +148,13 @@ def test_conv2d_of_activated_equals_conv_of_the_activation(act_fn, size):
 
 
 def test_which_convs_use_winograd():
-    assert uses_matmuls((16, 16, 3, 3)) and not uses_matmuls((3, 128, 3, 3)) and not uses_matmuls((128, 4, 1, 1))
-    assert uses_winograd((16, 16, 3, 3), 1, 10, 8)
-    assert not uses_winograd((16, 16, 3, 3), 2, 10, 8)  # strided
-    assert not uses_winograd((16, 16, 3, 3), 1, 9, 8)  # odd output size
-    assert not uses_winograd((16, 16, 1, 1), 1, 10, 8)  # 1x1
-    assert not uses_winograd((3, 16, 3, 3), 1, 10, 8) and not uses_winograd((16, 4, 3, 3), 1, 10, 8)  # narrow
+    # kernel shapes (kh, kw, in, out), as `Conv2d.weight` holds them
+    assert uses_matmuls((3, 3, 16, 16)) and not uses_matmuls((3, 3, 128, 3)) and not uses_matmuls((1, 1, 4, 128))
+    assert uses_winograd((3, 3, 16, 16), 1, 10, 8)
+    assert not uses_winograd((3, 3, 16, 16), 2, 10, 8)  # strided
+    assert not uses_winograd((3, 3, 16, 16), 1, 9, 8)  # odd output size
+    assert not uses_winograd((1, 1, 16, 16), 1, 10, 8)  # 1x1
+    assert not uses_winograd((3, 3, 16, 3), 1, 10, 8) and not uses_winograd((3, 3, 4, 16), 1, 10, 8)  # narrow
 
 
 def _primitives(conv, x):
@@ -168,7 +169,7 @@ def test_winograd_backend_uses_xla_convolution_only_for_narrow_convs():
     strided = eqx_vae.with_conv_backend(eqx_vae.Conv2d(16, 16, 3, stride=2, padding=1, key=jax.random.key(0)), winograd)
     pointwise = eqx_vae.with_conv_backend(eqx_vae.Conv2d(32, 16, 1, key=jax.random.key(0)), winograd)
     for conv in (_conv(16, "winograd"), strided, pointwise):
-        primitives = _primitives(conv, jnp.zeros((conv.weight.shape[1], 8, 8)))
+        primitives = _primitives(conv, jnp.zeros((conv.weight.shape[2], 8, 8)))
         assert "dot_general" in primitives and "conv_general_dilated" not in primitives
     assert "conv_general_dilated" in _primitives(_conv(4, "winograd"), x)  # too few channels: XLA's conv
 
@@ -193,7 +194,7 @@ def test_winograd_in_row_bands_matches_float64(operation, band_elements):
     key_x, key_w = jax.random.split(jax.random.key(7))
     x = 3 * jax.random.normal(key_x, (16, 10, 6))
     weight = jax.random.normal(key_w, (16, 16, 3, 3)) / np.sqrt(9 * 16)
-    conv = eqx.tree_at(lambda c: c.weight, _conv(16, "xla"), weight)
+    conv = eqx.tree_at(lambda c: c.weight, _conv(16, "xla"), kernel_from_torch(weight))
     backend = eqx_vae.WinogradConv(band_elements=band_elements)
     activation = get_activation("silu")
     source = np.asarray(x, np.float64)
