@@ -56,12 +56,12 @@ def main() -> None:
     conv = eqx_vae.Conv2d(128, 128, 3, padding=1, key=key)
     torch_conv = torch.nn.Conv2d(128, 128, 3, padding=1).to(device)
     with torch.no_grad():
-        torch_conv.weight.copy_(torch.from_dlpack(conv.weight))
+        torch_conv.weight.copy_(torch.from_dlpack(eqx_vae.nn.kernel_to_torch(conv.weight)))
         torch_conv.bias.copy_(torch.from_dlpack(conv.bias))
     up = eqx_vae.Upsample2D(128, key=key)
     torch_up_conv = torch.nn.Conv2d(128, 128, 3, padding=1).to(device)
     with torch.no_grad():
-        torch_up_conv.weight.copy_(torch.from_dlpack(up.conv.weight))
+        torch_up_conv.weight.copy_(torch.from_dlpack(eqx_vae.nn.kernel_to_torch(up.conv.weight)))
         torch_up_conv.bias.copy_(torch.from_dlpack(up.conv.bias))
 
     def torch_up(x):
