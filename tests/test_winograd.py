@@ -69,7 +69,8 @@ def test_winograd_gradients_match_direct():
     def loss(conv, x, weight):
         return jnp.sum(jnp.sin(conv(x, weight)) * target)
 
-    ours = jax.grad(loss, argnums=(1, 2))(lambda x, w: winograd_conv3x3(x, winograd_kernel(kernel_from_torch(w))), x, weight)
+    winograd = lambda x, w: winograd_conv3x3(x, winograd_kernel(kernel_from_torch(w)))  # noqa: E731
+    ours = jax.grad(loss, argnums=(1, 2))(winograd, x, weight)
     direct = jax.grad(loss, argnums=(1, 2))(_direct, x, weight)
     for a, b in zip(ours, direct, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))

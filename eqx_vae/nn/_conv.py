@@ -13,6 +13,7 @@ from ._init import torch_default_init
 from ._layout import Kernel, kernel_from_torch
 from ._spatial import halo_pad
 
+
 class Conv2d(eqx.Module):
     """A 2D convolution: kernel `weight` of shape `(kh, kw, in, out)` and bias `(out,)`.
 
