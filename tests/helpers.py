@@ -151,3 +151,8 @@ def random_images(shape, seed: int = 0) -> jnp.ndarray:
 def primitive_names(closed_jaxpr) -> list[str]:
     """The primitives of a jaxpr, those inside its calls and loops (the convs' `custom_jvp_call`s) included."""
     return [equation.primitive.name for equation in jaxpr_equations(closed_jaxpr.jaxpr)]
+
+
+def primitives_of(fn, *args) -> set[str]:
+    """The primitives `fn(*args)` traces to, nested ones included."""
+    return set(primitive_names(jax.make_jaxpr(fn)(*args)))

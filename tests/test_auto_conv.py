@@ -6,15 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import primitive_names, tiny_config
+from helpers import primitive_names, primitives_of, tiny_config
 
 import eqx_vae
 from eqx_vae.nn import call_gflop, conv_backend_named, resolve_auto_conv
 from eqx_vae.nn._conv_backends import conv_gflop
-
-
-def _primitives(layer, x):
-    return set(primitive_names(jax.make_jaxpr(layer)(x)))
 
 
 def _with(layer, backend):
@@ -35,8 +31,8 @@ def _assert_routed(layer, x, gflop, upsampler=False):
     winograd = _with(layer, eqx_vae.WinogradConv())(x)
     above = _with(layer, _auto(gflop * 1.01, upsampler))
     below = _with(layer, _auto(gflop * 0.99, upsampler))
-    assert "conv_general_dilated" in _primitives(above, x) and "dot_general" not in _primitives(above, x)
-    assert "conv_general_dilated" not in _primitives(below, x) and "dot_general" in _primitives(below, x)
+    assert "conv_general_dilated" in primitives_of(above, x) and "dot_general" not in primitives_of(above, x)
+    assert "conv_general_dilated" not in primitives_of(below, x) and "dot_general" in primitives_of(below, x)
     np.testing.assert_array_equal(above(x), xla)
     np.testing.assert_array_equal(below(x), winograd)
     assert not np.array_equal(xla, winograd)  # the two routes really differ
@@ -75,21 +71,21 @@ def test_auto_conv_uses_xla_off_cpu(monkeypatch):
     everywhere = eqx_vae.AutoConv(call_min_gflop=0.0, upsample_min_gflop=0.0, conv_min_gflop=0.0)
     conv = _with(eqx_vae.Conv2d(16, 16, 3, padding=1, key=jax.random.key(6)), everywhere)
     x = jnp.zeros((16, 8, 8))
-    assert "conv_general_dilated" not in _primitives(conv, x)
+    assert "conv_general_dilated" not in primitives_of(conv, x)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert "conv_general_dilated" in _primitives(conv, x)
+    assert "conv_general_dilated" in primitives_of(conv, x)
 
 
 def test_default_auto_conv_sends_only_large_upsamplers_to_winograd():
     conv = eqx_vae.Conv2d(16, 16, 3, padding=1, key=jax.random.key(7))
     assert eqx_vae.AutoConv().conv_min_gflop == float("inf")
-    assert "conv_general_dilated" in _primitives(conv, jnp.zeros((16, 64, 64)))
+    assert "conv_general_dilated" in primitives_of(conv, jnp.zeros((16, 64, 64)))
     upsample = eqx_vae.Upsample2D(16, key=jax.random.key(8))
     default = eqx_vae.AutoConv()
     side = int(np.ceil(np.sqrt(default.upsample_min_gflop * 1e9 / (2 * 16 * 16 * 9)))) // 2 + 1  # just above it
     shape = jax.ShapeDtypeStruct((16, side, side), jnp.float32)
-    big = _primitives(upsample, shape)
-    small = _primitives(upsample, jnp.zeros((16, 8, 8)))
+    big = primitives_of(upsample, shape)
+    small = primitives_of(upsample, jnp.zeros((16, 8, 8)))
     assert "conv_general_dilated" not in big and "dot_general" in big
     assert "conv_general_dilated" in small
 

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import primitive_names
+from helpers import primitives_of
 
 import eqx_vae
 from eqx_vae.nn import get_activation, kernel_from_torch
@@ -121,7 +121,7 @@ def test_upsample2d_with_winograd_backend_equals_xla():
     x = jax.random.normal(jax.random.key(3), (16, 6, 5))
     upsample = eqx_vae.Upsample2D(16, key=jax.random.key(4))
     winograd = eqx_vae.with_conv_backend(upsample, eqx_vae.WinogradConv())
-    assert "conv_general_dilated" not in _primitives(winograd, x)
+    assert "conv_general_dilated" not in primitives_of(winograd, x)
     np.testing.assert_allclose(winograd(x), upsample(x), rtol=1e-5, atol=1e-5)
 
 
@@ -158,21 +158,17 @@ def test_which_convs_use_winograd():
     assert not uses_winograd((3, 3, 16, 3), 1, 10, 8) and not uses_winograd((3, 3, 4, 16), 1, 10, 8)  # narrow
 
 
-def _primitives(conv, x):
-    return set(primitive_names(jax.make_jaxpr(conv)(x)))
-
-
 def test_winograd_backend_uses_xla_convolution_only_for_narrow_convs():
     x = jnp.zeros((4, 8, 8))
-    assert "conv_general_dilated" in _primitives(eqx_vae.Conv2d(4, 4, 3, padding=1, key=jax.random.key(0)), x)
-    assert "conv_general_dilated" in _primitives(_conv(4, "xla"), x)
+    assert "conv_general_dilated" in primitives_of(eqx_vae.Conv2d(4, 4, 3, padding=1, key=jax.random.key(0)), x)
+    assert "conv_general_dilated" in primitives_of(_conv(4, "xla"), x)
     winograd = eqx_vae.WinogradConv()
     strided = eqx_vae.with_conv_backend(eqx_vae.Conv2d(16, 16, 3, stride=2, padding=1, key=jax.random.key(0)), winograd)
     pointwise = eqx_vae.with_conv_backend(eqx_vae.Conv2d(32, 16, 1, key=jax.random.key(0)), winograd)
     for conv in (_conv(16, "winograd"), strided, pointwise):
-        primitives = _primitives(conv, jnp.zeros((conv.weight.shape[2], 8, 8)))
+        primitives = primitives_of(conv, jnp.zeros((conv.weight.shape[2], 8, 8)))
         assert "dot_general" in primitives and "conv_general_dilated" not in primitives
-    assert "conv_general_dilated" in _primitives(_conv(4, "winograd"), x)  # too few channels: XLA's conv
+    assert "conv_general_dilated" in primitives_of(_conv(4, "winograd"), x)  # too few channels: XLA's conv
 
 
 def test_with_conv_backend_refuses_what_is_not_a_backend(small_model):

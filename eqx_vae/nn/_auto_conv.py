@@ -79,4 +79,3 @@ def resolve_auto_conv(module, *args, **kwargs):
     if not threshold <= call_gflop(lambda layer, *a, **k: layer(*a, **k), as_xla, *args, **kwargs) <= limit:
         return module
     return _replacing_auto_conv(module, WinogradConv())
-

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ._canonical_conv import canonical_conv
-from ._layout import to_channels_first, to_channels_last
+from ._layout import Kernel, to_channels_first, to_channels_last
 from ._matmul_conv import (
     activated_winograd_conv3x3,
     add_bias,
@@ -36,7 +36,7 @@ from ._matmul_conv import (
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 Image = Float[Array, "in_channels height width"]
-Weight = Float[Array, "kernel_height kernel_width in_channels out_channels"]  # `Conv2d.weight`'s layout
+Weight = Kernel  # `Conv2d.weight`'s layout, `(kh, kw, in, out)`
 Output = Float[Array, "out_channels out_height out_width"]
 Bias = Float[Array, " out_channels"] | None
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ._layout import Kernel
 from ._row_bands import band_pixels, band_rows, in_row_bands, rows_of
 from ._winograd import (
     combine_kernel_taps,
@@ -71,7 +72,7 @@ def _tap_sum(
 
 def shifted_dots_conv(
     x: Float[Array, "in_channels padded_height padded_width"],
-    weight: Float[Array, "kernel_height kernel_width in_channels out_channels"],
+    weight: Kernel,
     stride: int,
 ) -> Float[Array, "out_channels out_height out_width"]:
     """The unpadded ('VALID') conv of an already padded image as one `(out, in) @ (in, pixels)` matmul per tap."""
@@ -86,7 +87,7 @@ def add_bias(x: Float[Array, "channels height width"], bias: Float[Array, " chan
 
 def matmul_conv(
     x: Float[Array, "in_channels padded_height padded_width"],
-    weight: Float[Array, "kernel_height kernel_width in_channels out_channels"],
+    weight: Kernel,
     stride: int,
     bias: Float[Array, " out_channels"] | None = None,
     band_elements: int | None = None,

@@ -14,12 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ._layout import Kernel
+
 # Kernel transform G (4x3); the input (B^T) and output (A^T) transforms are written out in the two helpers below.
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]], np.float32)
 
 
 def combine_kernel_taps(
-    weight: Float[Array, "kernel_height kernel_width in_channels out_channels"], left: np.ndarray, right: np.ndarray
+    weight: Kernel, left: np.ndarray, right: np.ndarray
 ) -> list[list[Float[Array, "out_channels in_channels"]]]:
     """`left @ kernel @ right^T` for every `(out, in)` pair, as a grid of `(out, in)` matrices: entry `[k][l]` is
     `sum_ab left[k, a] weight[a, b].T right[l, b]`.
