@@ -9,6 +9,7 @@ from .checkpoints import model_to_state_dict as model_to_state_dict
 from .checkpoints import named_parameters as named_parameters
 from .checkpoints import sample_image_path as sample_image_path
 from .checkpoints import save_pretrained as save_pretrained
+from .inference import compiler_options as compiler_options
 from .inference import crop as crop
 from .inference import data_parallel_decode as data_parallel_decode
 from .inference import data_parallel_encode as data_parallel_encode

@@ -4,6 +4,7 @@ from ._batched import decode as decode
 from ._batched import encode as encode
 from ._batched import reconstruct as reconstruct
 from ._compile_cache import enable_compilation_cache as enable_compilation_cache
+from ._compiler_options import compiler_options as compiler_options
 from ._padding import crop as crop
 from ._padding import pad_to_multiple as pad_to_multiple
 from ._sharding import data_parallel_decode as data_parallel_decode

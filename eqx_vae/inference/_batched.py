@@ -1,13 +1,12 @@
 """The batched, jitted entry points: `encode`, `decode`, `reconstruct` over NCHW batches.
 
-Each is one `eqx.filter_jit` around a `jax.vmap` of the model's single-example method. Inputs are checked before
-anything is traced, with a ValueError that names the problem.
+Each is one `eqx.filter_jit` (with this CPU's `compiler_options()`) around a `jax.vmap` of the model's
+single-example method. Inputs are checked before anything is traced, with a ValueError that names the problem.
 
 What is not checked: the values. Images are expected in [-1, 1] (8-bit integer pixels are refused by dtype, but
 float pixels in 0..255 are not detected), and NaN or infinite inputs give NaN outputs, as in diffusers.
 """
 
-import equinox as eqx
 import jax
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
@@ -16,6 +15,7 @@ from .._custom_types import ImageBatch, LatentBatch
 from ..models import AbstractAutoencoderKL, AutoencoderTiny, DiagonalGaussianDistribution, upcast_for_decode
 from ..models._autoencoder import check_dropout_key
 from ..models._inputs import check_image, check_latent
+from ._compiler_options import filter_jit
 from ._large_arrays import warn_if_int32_sized
 from ._padding import crop, pad_to_multiple
 
@@ -49,13 +49,13 @@ def _vmapped(
     return batched(*arrays)
 
 
-@eqx.filter_jit
+@filter_jit
 def moments_batch(model: AbstractAutoencoderKL, images: ImageBatch, dropout_keys: Array | None = None) -> Array:
     """`model.moments` over a batch, jitted (the raw moments, before the posterior clips the log-variance)."""
     return _vmapped(model, lambda x, key: model.moments(x, dropout_key=key), images, dropout_keys)
 
 
-@eqx.filter_jit
+@filter_jit
 def encode_batch(
     model: AbstractAutoencoderKL | AutoencoderTiny,
     images: ImageBatch,
@@ -68,7 +68,7 @@ def encode_batch(
     return _vmapped(model, lambda x, key: model.encode(x, dropout_key=key), images, dropout_keys)
 
 
-@eqx.filter_jit
+@filter_jit
 def decode_batch(
     model: AbstractAutoencoderKL | AutoencoderTiny, latents: LatentBatch, dropout_keys: Array | None = None
 ) -> ImageBatch:
@@ -83,7 +83,7 @@ def decode_batch(
     )
 
 
-@eqx.filter_jit
+@filter_jit
 def _reconstruct_batch(
     model: AbstractAutoencoderKL | AutoencoderTiny,
     images: ImageBatch,

@@ -17,6 +17,7 @@ from jaxtyping import Array, Float
 
 from ..models import AbstractAutoencoderKL, DiagonalGaussianDistribution, upcast_for_decode, with_spatial_axis
 from ._batched import check_images, check_latents, decode, encode
+from ._compiler_options import filter_jit
 
 
 def _axis(mesh: Mesh, axis_name: str | None, what: str) -> tuple[str, int]:
@@ -102,12 +103,12 @@ def _spatial_call(model, x, fn, mesh: Mesh, spatial: str, batch_axis: str | None
     return jax.shard_map(body, mesh=mesh, in_specs=(PartitionSpec(), spec), out_specs=spec)(arrays, x)
 
 
-@eqx.filter_jit
+@filter_jit
 def _spatial_moments(model, images, mesh, spatial, batch_axis):
     return _spatial_call(model, images, lambda m, x: m.moments(x), mesh, spatial, batch_axis)
 
 
-@eqx.filter_jit
+@filter_jit
 def _spatial_decode(model, latents, mesh, spatial, batch_axis):
     model = upcast_for_decode(model)
     return _spatial_call(model, latents, lambda m, z: m.decode(z), mesh, spatial, batch_axis)
