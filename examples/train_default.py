@@ -86,6 +86,7 @@ a usable model. `--max-minutes` stops early (and saves) if the wall-clock budget
 """
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -297,7 +298,7 @@ def loss_fn(
 
 
 def make_step(optimiser, kl_weight: float, mse_weight: float, chroma_weight: float, luma_weight: float = 0.0):
-    @eqx.filter_jit
+    @functools.partial(eqx.filter_jit, compiler_options=eqx_vae.compiler_options() or None)
     def step(model, opt_state, images, key):
         (loss, (l1, kl)), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(
             model, images, key, kl_weight, mse_weight, chroma_weight, luma_weight

@@ -73,10 +73,16 @@ def reconstruction_loss(model, images):
 
 
 def fresh_grad():
-    """A new `filter_jit(filter_grad(loss))`, sharing no trace or compile cache with earlier ones."""
+    """A new `filter_jit(filter_grad(loss))`, sharing no trace or compile cache with earlier ones, compiled with
+    `eqx_vae.compiler_options()` as the README advises for a training step."""
     import equinox as eqx
 
-    return eqx.filter_jit(eqx.filter_grad(lambda model, images: reconstruction_loss(model, images)))
+    import eqx_vae
+
+    return eqx.filter_jit(
+        eqx.filter_grad(lambda model, images: reconstruction_loss(model, images)),
+        compiler_options=eqx_vae.compiler_options() or None,
+    )
 
 
 def timed(fn) -> tuple[float, object]:
