@@ -222,6 +222,9 @@ def main(argv=None) -> None:
     jax.block_until_ready(jax.jit(lambda a: 2 * a)(jnp.ones(2)))  # XLA's one-off start-up, outside the figures
     machine = machine_description()
     machine.update(jax=jax.__version__, xla_flags=os.environ.get("XLA_FLAGS", ""))
+    import eqx_vae
+
+    machine["compiler_options"] = eqx_vae.compiler_options()  # what the gradient step compiles with
     rows = []
     with FlaxPeer(args.flax_python) as peer, tempfile.TemporaryDirectory() as directory:
         machine["flax_peer"] = peer.versions()

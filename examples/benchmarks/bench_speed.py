@@ -316,6 +316,7 @@ def main(argv=None) -> None:
     machine = machine_description()
     machine.update(jax=jax.__version__, torch=torch.__version__, torch_threads=torch.get_num_threads())
     machine["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+    machine["compiler_options"] = eqx_vae.compiler_options()  # what eqx_vae's encode and decode compile with
     peer = FlaxPeer(args.flax_python) if args.flax_python else None
     if peer is not None:
         machine["flax_peer"] = peer.versions()
