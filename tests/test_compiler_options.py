@@ -61,6 +61,16 @@ def test_xla_flags_naming_the_option_win(monkeypatch):
         _compiler_options._options.cache_clear()
 
 
+def test_no_options_when_a_gpu_or_tpu_compiles(monkeypatch):
+    monkeypatch.setattr(_compiler_options, "convs_on_eigen", lambda machine, flags: True)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    _compiler_options._options.cache_clear()
+    try:
+        assert eqx_vae.compiler_options() == {}
+    finally:
+        _compiler_options._options.cache_clear()
+
+
 def test_compiler_options_are_a_fresh_dict():
     options = eqx_vae.compiler_options()
     options["xla_cpu_enable_fast_math"] = "true"

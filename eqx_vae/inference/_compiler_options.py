@@ -4,8 +4,8 @@ XLA's CPU backend runs a convolution either with YNNPACK (its default in recent 
 On x86 CPUs without AVX-512, Eigen's was the faster one: on an AMD EPYC (Zen 3, AVX2), single 3x3 convs of the SD
 decoder's shapes ran 1.04-1.57x faster, an SD-size decode at 256 px took 0.78-0.90x the time and a gradient step
 0.71-0.80x (`docs/conv_backends.md`). There, `compiler_options()` takes convolutions out of YNNPACK's share and keeps
-its matmuls and reductions, which are faster than XLA's own. Elsewhere (AVX-512 x86, ARM, GPU) it is empty: XLA's
-defaults stand.
+its matmuls and reductions, which are faster than XLA's own. Elsewhere (AVX-512 x86, ARM, a GPU or TPU backend) it is
+empty: XLA's defaults stand.
 
 An `xla_cpu_experimental_ynn_fusion_type` in the `XLA_FLAGS` environment variable is the user's choice and wins.
 """
@@ -15,6 +15,7 @@ import os
 import platform
 
 import equinox as eqx
+import jax
 
 _YNN_FUSION_TYPES = "xla_cpu_experimental_ynn_fusion_type"
 _CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
@@ -65,6 +66,8 @@ def eigen_conv_options() -> dict[str, str]:
 def _options() -> tuple[tuple[str, str], ...]:
     if _YNN_FUSION_TYPES in os.environ.get("XLA_FLAGS", "") or not convs_on_eigen(platform.machine(), cpu_flags()):
         return ()
+    if jax.default_backend() != "cpu":  # a GPU or TPU compiles the calls: its host CPU does not matter
+        return ()
     return tuple(eigen_conv_options().items())
 
 
@@ -87,18 +90,22 @@ def _at_top_level() -> bool:
 
 
 def filter_jit(fn):
-    """`eqx.filter_jit(fn)`, compiled with `compiler_options()` when called at top level. Inside another trace (a
-    user's `jax.jit`, `eqx.filter_eval_shape`, `jax.grad`) it is the plain jit: jax takes compiler options only from
-    the outermost jit, whose compile covers this function too."""
+    """`eqx.filter_jit(fn)`, compiled with `compiler_options()` when called at top level (decided at the call, so
+    that importing eqx_vae starts no backend). Inside another trace (a user's `jax.jit`, `eqx.filter_eval_shape`,
+    `jax.grad`) it is the plain jit: jax takes compiler options only from the outermost jit, whose compile covers
+    this function too."""
     plain = eqx.filter_jit(fn)
-    options = compiler_options()
-    if not options:
-        return plain
-    tuned = eqx.filter_jit(fn, compiler_options=options)
+
+    @functools.cache
+    def tuned():
+        return eqx.filter_jit(fn, compiler_options=compiler_options())
+
+    def jitted():
+        return tuned() if _at_top_level() and _options() else plain
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        return (tuned if _at_top_level() else plain)(*args, **kwargs)
+        return jitted()(*args, **kwargs)
 
-    call.lower = tuned.lower
+    call.lower = lambda *args, **kwargs: jitted().lower(*args, **kwargs)
     return call
