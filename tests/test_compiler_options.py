@@ -51,24 +51,23 @@ def test_convs_go_to_eigen_only_on_x86_without_avx512(machine, flags, expected):
     assert _compiler_options.convs_on_eigen(machine, frozenset(flags)) is expected
 
 
-def test_xla_flags_naming_the_option_win(monkeypatch):
-    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
+@pytest.fixture
+def avx2_cpu(monkeypatch):
+    """`compiler_options()` decided afresh as on an x86 CPU without AVX-512 (the cache cleared before and after)."""
     monkeypatch.setattr(_compiler_options, "convs_on_eigen", lambda machine, flags: True)
     _compiler_options._options.cache_clear()
-    try:
-        assert eqx_vae.compiler_options() == {}
-    finally:
-        _compiler_options._options.cache_clear()
-
-
-def test_no_options_when_a_gpu_or_tpu_compiles(monkeypatch):
-    monkeypatch.setattr(_compiler_options, "convs_on_eigen", lambda machine, flags: True)
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    yield monkeypatch
     _compiler_options._options.cache_clear()
-    try:
-        assert eqx_vae.compiler_options() == {}
-    finally:
-        _compiler_options._options.cache_clear()
+
+
+def test_xla_flags_naming_the_option_win(avx2_cpu):
+    avx2_cpu.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
+    assert eqx_vae.compiler_options() == {}
+
+
+def test_no_options_when_a_gpu_or_tpu_compiles(avx2_cpu):
+    avx2_cpu.setattr(jax, "default_backend", lambda: "gpu")
+    assert eqx_vae.compiler_options() == {}
 
 
 def test_compiler_options_are_a_fresh_dict():
