@@ -52,8 +52,7 @@ class Conv2d(eqx.Module):
     ):
         shape = (out_channels, in_channels, kernel_size, kernel_size)
         param_dtype = float_dtype(param_dtype, "param_dtype")
-        weight, bias = torch_default_init(key, shape, in_channels * kernel_size**2, param_dtype)
-        self.weight = kernel_from_torch(weight)
+        self.weight, bias = torch_default_init(key, shape, in_channels * kernel_size**2, param_dtype, kernel_from_torch)
         self.bias = bias if use_bias else None
         self.backend = AutoConv()
         self.stride = stride
