@@ -10,7 +10,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._conv_backends import AbstractConvBackend, AutoConv, upsample_nearest_2x
 from ._dtypes import float_dtype
 from ._init import torch_default_init
-from ._layout import Kernel, kernel_from_torch
+from ._layout import Kernel
 from ._spatial import halo_pad
 
 
@@ -50,9 +50,9 @@ class Conv2d(eqx.Module):
         param_dtype: jnp.dtype | str | None = None,
         key: PRNGKeyArray,
     ):
-        shape = (out_channels, in_channels, kernel_size, kernel_size)
+        shape = (kernel_size, kernel_size, in_channels, out_channels)  # drawn in the layout it is kept in
         param_dtype = float_dtype(param_dtype, "param_dtype")
-        self.weight, bias = torch_default_init(key, shape, in_channels * kernel_size**2, param_dtype, kernel_from_torch)
+        self.weight, bias = torch_default_init(key, shape, out_channels, in_channels * kernel_size**2, param_dtype)
         self.bias = bias if use_bias else None
         self.backend = AutoConv()
         self.stride = stride

@@ -8,7 +8,6 @@ together on the host; under a transformation (`jax.jit`, `jax.vmap` over keys) w
 
 import functools
 import math
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -24,33 +23,34 @@ def _uniform_block(key: PRNGKeyArray, index: Array) -> Array:
     return jax.random.uniform(jax.random.fold_in(key, index), (_BLOCK,), jnp.float32)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
-def _traced_uniform(key: PRNGKeyArray, shape: tuple[int, ...], bound: float, dtype: jnp.dtype, layout: Callable):
+def _block_count(shape: tuple[int, ...]) -> int:
+    return -(-math.prod(shape) // _BLOCK)
+
+
+def _to_shape(blocks, shape: tuple[int, ...], bound: float):
+    """Flat [0, 1) numbers (NumPy or JAX) -> `shape`, uniform in [-bound, bound), in float32."""
+    return (blocks.reshape(-1)[: math.prod(shape)].reshape(shape) * 2 - 1) * np.float32(bound)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _traced_uniform(key: PRNGKeyArray, shape: tuple[int, ...], bound: float, dtype: jnp.dtype) -> Array:
     """`uniform_init` under a transformation: all the blocks in one draw, joined with `jnp`."""
-    count = math.prod(shape)
-    blocks = jax.vmap(_uniform_block, in_axes=(None, 0))(key, jnp.arange(-(-count // _BLOCK)))
-    values = blocks.reshape(-1)[:count].reshape(shape)
-    return layout((values * 2 - 1) * bound).astype(dtype)
+    blocks = jax.vmap(_uniform_block, in_axes=(None, 0))(key, jnp.arange(_block_count(shape)))
+    return _to_shape(blocks, shape, bound).astype(dtype)
 
 
-def uniform_init(
-    key: PRNGKeyArray, shape: tuple[int, ...], bound: float, dtype: jnp.dtype, layout: Callable = lambda w: w
-) -> Array:
-    """`layout(w)` in `dtype`, for `w` of `shape` uniform in [-bound, bound) (float32 before the cast)."""
+def uniform_init(key: PRNGKeyArray, shape: tuple[int, ...], bound: float, dtype: jnp.dtype) -> Array:
+    """An array of `shape` in `dtype`, uniform in [-bound, bound) (float32 before the cast)."""
     if isinstance(key, jax.core.Tracer):
-        return _traced_uniform(key, shape, bound, jnp.dtype(dtype), layout)
-    count = math.prod(shape)
-    blocks = [np.asarray(_uniform_block(key, index)) for index in range(-(-count // _BLOCK))]
-    values = np.concatenate(blocks)[:count].reshape(shape)
-    return jnp.asarray(layout((values * 2 - 1) * np.float32(bound)), dtype=dtype)
+        return _traced_uniform(key, shape, bound, jnp.dtype(dtype))
+    blocks = np.concatenate([np.asarray(_uniform_block(key, index)) for index in range(_block_count(shape))])
+    return jnp.asarray(_to_shape(blocks, shape, bound), dtype=dtype)
 
 
 def torch_default_init(
-    key: PRNGKeyArray, out_shape: tuple[int, ...], fan_in: int, dtype: jnp.dtype, layout: Callable = lambda w: w
+    key: PRNGKeyArray, weight_shape: tuple[int, ...], out_features: int, fan_in: int, dtype: jnp.dtype
 ) -> tuple[Array, Array]:
-    """(`layout(weight)` for a weight of `out_shape`, bias of `out_shape[:1]`), each uniform in +-1/sqrt(fan_in), in
-    `dtype`."""
+    """(weight of `weight_shape`, bias of `(out_features,)`), each uniform in +-1/sqrt(fan_in), in `dtype`."""
     bound = 1 / math.sqrt(fan_in)
     weight_key, bias_key = jax.random.split(key)
-    weight = uniform_init(weight_key, out_shape, bound, dtype, layout)
-    return weight, uniform_init(bias_key, out_shape[:1], bound, dtype)
+    return uniform_init(weight_key, weight_shape, bound, dtype), uniform_init(bias_key, (out_features,), bound, dtype)

@@ -25,7 +25,9 @@ class Linear(eqx.Module):
         key: PRNGKeyArray,
     ):
         param_dtype = float_dtype(param_dtype, "param_dtype")
-        self.weight, self.bias = torch_default_init(key, (out_features, in_features), in_features, param_dtype)
+        self.weight, self.bias = torch_default_init(
+            key, (out_features, in_features), out_features, in_features, param_dtype
+        )
         self.dtype = float_dtype(dtype)
 
     def __call__(self, x: Float[Array, "*batch in_features"]) -> Float[Array, "*batch out_features"]:
