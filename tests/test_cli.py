@@ -93,9 +93,14 @@ def test_encode_decode_round_trip(capsys, model_dir, images, tmp_path):
     assert f"{latents / 'rgba.safetensors'} -> {decoded / 'rgba.png'}  15x15" in stdout  # each line names its input
     with PIL.open(decoded / "rgba.png") as image:  # cropped back to the original size from the metadata
         assert image.size == (15, 15)
-    # the decoded latents are the reconstruction
+    # the decoded latents are the reconstruction; the two paths are separately compiled programs, so a value that
+    # lands near a rounding boundary may come out one uint8 level apart
     run(capsys, "reconstruct", images / "rgb.png", "-o", tmp_path / "rec.png", "--model", model_dir)
-    np.testing.assert_array_equal(np.asarray(PIL.open(decoded / "rgb.png")), np.asarray(PIL.open(tmp_path / "rec.png")))
+    via_latents = np.asarray(PIL.open(decoded / "rgb.png"), np.int16)
+    fused = np.asarray(PIL.open(tmp_path / "rec.png"), np.int16)
+    assert via_latents.shape == fused.shape
+    assert np.abs(via_latents - fused).max() <= 1
+    assert np.mean(via_latents != fused) < 0.01
 
 
 def test_encode_stacked_npy_and_safetensors(capsys, model_dir, images, tmp_path):
