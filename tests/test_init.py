@@ -4,7 +4,6 @@ import equinox as eqx
 import jax
 import numpy as np
 import pytest
-from helpers import SMALL_CONFIG
 
 import eqx_vae
 
@@ -39,15 +38,19 @@ def test_weights_follow_torchs_default_distribution(layer):
         assert not np.array_equal(blocks[0], blocks[1])
 
 
-def test_a_model_made_under_jit_has_the_eager_weights():
-    """Under a transformation the blocks are joined with `jnp` and cast there (bfloat16 here); `jax.vmap` over keys
-    is checked in `test_transforms.py`."""
+def test_layers_made_under_jit_have_the_eager_weights():
+    """Under a transformation the blocks are joined with `jnp` and cast there (bfloat16 here); both layers span
+    several blocks. A whole model under `jax.vmap` over keys is checked in `test_transforms.py`."""
 
     def make(key):
-        return eqx_vae.AutoencoderKL(SMALL_CONFIG, key=key, param_dtype="bfloat16")
+        conv_key, linear_key = jax.random.split(key)
+        return (
+            eqx_vae.Conv2d(128, 64, 3, param_dtype="bfloat16", key=conv_key),
+            eqx_vae.Linear(512, 512, param_dtype="bfloat16", key=linear_key),
+        )
 
     keys = jax.random.split(jax.random.key(5), 2)
     eager = [make(key) for key in keys]
     assert eqx.tree_equal(eqx.filter_jit(make)(keys[0]), eager[0])
-    assert not np.array_equal(eager[0].encoder.conv_in.weight, eager[1].encoder.conv_in.weight)
-    assert eager[0].encoder.conv_in.weight.dtype == "bfloat16"
+    assert not np.array_equal(eager[0][0].weight, eager[1][0].weight)
+    assert eager[0][0].weight.dtype == "bfloat16" and eager[0][1].weight.dtype == "bfloat16"

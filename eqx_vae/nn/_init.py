@@ -32,17 +32,22 @@ def _to_shape(blocks, shape: tuple[int, ...], bound: float):
     return (blocks.reshape(-1)[: math.prod(shape)].reshape(shape) * 2 - 1) * np.float32(bound)
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def _traced_blocks(key: PRNGKeyArray, count: int) -> Array:
+    """Blocks 0 to `count - 1` of the stream of `key`, `(count, _BLOCK)`: under a transformation, one program per
+    block count (the layers of a model have few), not per layer shape."""
+    return jax.vmap(_uniform_block, in_axes=(None, 0))(key, jnp.arange(count))
+
+
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
-def _traced_uniform(key: PRNGKeyArray, shape: tuple[int, ...], bound: float, dtype: jnp.dtype) -> Array:
-    """`uniform_init` under a transformation: all the blocks in one draw, joined with `jnp`."""
-    blocks = jax.vmap(_uniform_block, in_axes=(None, 0))(key, jnp.arange(_block_count(shape)))
+def _traced_to_shape(blocks: Array, shape: tuple[int, ...], bound: float, dtype: jnp.dtype) -> Array:
     return _to_shape(blocks, shape, bound).astype(dtype)
 
 
 def uniform_init(key: PRNGKeyArray, shape: tuple[int, ...], bound: float, dtype: jnp.dtype) -> Array:
     """An array of `shape` in `dtype`, uniform in [-bound, bound) (float32 before the cast)."""
     if isinstance(key, jax.core.Tracer):
-        return _traced_uniform(key, shape, bound, jnp.dtype(dtype))
+        return _traced_to_shape(_traced_blocks(key, _block_count(shape)), shape, bound, jnp.dtype(dtype))
     blocks = np.concatenate([np.asarray(_uniform_block(key, index)) for index in range(_block_count(shape))])
     return jnp.asarray(_to_shape(blocks, shape, bound), dtype=dtype)
 
