@@ -325,19 +325,36 @@ def test_python_dash_m_and_default_model(tmp_path):
     assert "PSNR" in result.stdout
     assert sorted(os.listdir(tmp_path / "out")) == ["astronaut.png", "astronaut_side_by_side.png"]
     assert os.listdir(cache), "the compiled programs were not kept"
+    kept = {entry.name: entry.stat().st_mtime_ns for entry in os.scandir(cache)}
+    dropped = max(kept, key=lambda name: (cache / name).stat().st_size)  # the largest program: the reconstruction
+    (cache / dropped).unlink()
 
-    unused = tmp_path / "unused-cache"
+    # a second process uses the cache: it compiles and keeps the dropped program again, and finds the others there
+    # (none is written again); the picture is the same
     again = subprocess.run(
-        [sys.executable, "-m", "eqx_vae", "reconstruct", "--sample-image", "-o", str(tmp_path / "again"),
-         "--no-compile-cache"],
+        [sys.executable, "-m", "eqx_vae", "reconstruct", "--sample-image", "-o", str(tmp_path / "again")],
         capture_output=True,
         text=True,
         timeout=600,
-        env=dict(os.environ, EQX_VAE_CACHE_DIR=str(unused)),
+        env=dict(os.environ, EQX_VAE_CACHE_DIR=str(cache)),
     )
     assert again.returncode == 0, again.stderr
-    assert not unused.exists()
+    after = {entry.name: entry.stat().st_mtime_ns for entry in os.scandir(cache)}
+    assert after.keys() == kept.keys() and after[dropped] > kept[dropped]
+    assert {name: time for name, time in after.items() if name != dropped} == {
+        name: time for name, time in kept.items() if name != dropped
+    }
     assert (tmp_path / "again" / "astronaut.png").read_bytes() == (tmp_path / "out" / "astronaut.png").read_bytes()
+
+
+def test_no_compile_cache_option_keeps_nothing(capsys, model_dir, images, tmp_path, monkeypatch):
+    unused = tmp_path / "unused-cache"
+    monkeypatch.setenv("EQX_VAE_CACHE_DIR", str(unused))
+    status, _, _ = run(
+        capsys, "reconstruct", images / "rgb.png", "-o", tmp_path / "r.png", "--model", model_dir, "--no-compile-cache"
+    )
+    assert status == 0 and (tmp_path / "r.png").exists()
+    assert not unused.exists()
 
 
 def test_images_are_read_like_diffusers(images):
