@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import eqx_vae
+from eqx_vae.nn._init import _BLOCK
 
 torch = pytest.importorskip("torch")
 
@@ -33,7 +34,7 @@ def test_weights_follow_torchs_default_distribution(layer):
         np.testing.assert_allclose(mine.std(), bound / np.sqrt(3), rtol=0.2)
         assert abs(mine.mean()) < 0.2 * bound
     flat = weight.reshape(-1)
-    blocks = flat[: flat.size // 65536 * 65536].reshape(-1, 65536)
+    blocks = flat[: flat.size // _BLOCK * _BLOCK].reshape(-1, _BLOCK)
     if len(blocks) > 1:
         assert not np.array_equal(blocks[0], blocks[1])
 
