@@ -3,16 +3,33 @@
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+
+
+def _xla_knows(flag: str, flags: str) -> bool:
+    """Whether this jaxlib's XLA accepts `--flag=false` beside `flags` (it aborts on a flag it does not know).
+
+    Asked in a fresh process, once where the flag is known: the xdist workers and subprocesses inherit XLA_FLAGS."""
+    probe = [sys.executable, "-c", "import jax; jax.devices()"]
+    env = dict(os.environ, XLA_FLAGS=f"{flags} --{flag}=false", JAX_PLATFORMS="cpu")
+    return subprocess.run(probe, env=env, capture_output=True, timeout=120).returncode == 0
+
 
 # Must happen before JAX starts its CPU backend: the device count is fixed then. The other tests use device 0.
 _flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 # The suite compiles hundreds of small programs and runs each a few times, so most of its time is XLA compiling.
-# Without LLVM's optimisations XLA compiles faster and runs the same operations: every test passes at either level,
-# and the suite took 834 s instead of 1161 s on a 2-vCPU AVX2 EPYC. The subprocesses (CLI, notebooks) inherit it;
-# set `--xla_backend_optimization_level` in XLA_FLAGS to test at another level.
+# Two settings make XLA compile faster and run the same operations; every test passes with or without them:
+# - no LLVM optimisations: the suite took 834 s instead of 1161 s on a 2-vCPU AVX2 EPYC;
+# - XLA's older loop emitters for the elementwise fusions instead of its MLIR ones: 525 s instead of 686 s there
+#   (on an SD-size decode at XLA's default level they compile slower, so the product keeps XLA's choice).
+# The subprocesses (CLI, notebooks) inherit them. Name either flag in XLA_FLAGS to test with another value, e.g.
+# `XLA_FLAGS="--xla_backend_optimization_level=3 --xla_cpu_use_fusion_emitters=true"` for XLA's defaults.
 if "xla_backend_optimization_level" not in _flags:
     _flags += " --xla_backend_optimization_level=0"
+if "xla_cpu_use_fusion_emitters" not in _flags and _xla_knows("xla_cpu_use_fusion_emitters", _flags):
+    _flags += " --xla_cpu_use_fusion_emitters=false"
 os.environ["XLA_FLAGS"] = _flags.strip()
 
 # The CLI keeps compiled programs in a user cache folder; the CLI runs of the tests keep theirs in a temporary one.

@@ -22,6 +22,7 @@ FLAG_SETS = {
     "onednn_fusion_dot": "--xla_cpu_experimental_onednn_fusion_type=dot",
     "xnn_graph_greedy": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
     "fast_math": "--xla_cpu_enable_fast_math=true",
+    "no_fusion_emitters": "--xla_cpu_use_fusion_emitters=false",
 }
 
 
