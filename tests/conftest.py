@@ -68,3 +68,8 @@ def tiny_model() -> eqx_vae.AutoencoderKL:
 def small_model() -> eqx_vae.AutoencoderKL:
     """`AutoencoderKL(SMALL_CONFIG, key=key(0))`: two levels of 8/16 channels, for tests of transforms and errors."""
     return eqx_vae.AutoencoderKL(SMALL_CONFIG, key=jax.random.key(0))
+
+
+def pytest_collection_modifyitems(items):
+    """The notebooks first (a minute each in their own kernel): started last, one would keep a worker busy alone."""
+    items.sort(key=lambda item: item.path.name != "test_notebooks.py")
