@@ -57,8 +57,17 @@ def test_tiled_decode_matches_diffusers(pair, shape, tile_size, overlap):
     latents = random_images(shape, seed=5) * 2
     with torch.no_grad():
         expected = reference.decode(to_torch(latents)).sample.numpy()
-    # Under an outer jit too: the tile grid is static.
-    tiled = jax.jit(lambda z: eqx_vae.tiled_decode(ours, z, tile_size=tile_size, overlap=overlap))(latents)
+    assert_close_to_reference(eqx_vae.tiled_decode(ours, latents, tile_size=tile_size, overlap=overlap), expected)
+
+
+def test_tiled_decode_under_an_outer_jit(pair):
+    """The tile grid is static, so the tiles unroll into the outer program (two tiles here: 8 and 5 latents wide)."""
+    ours, reference = pair
+    _set_reference_tiles(reference, 32, 0.25)
+    latents = random_images((1, 4, 8, 11), seed=7) * 2
+    with torch.no_grad():
+        expected = reference.decode(to_torch(latents)).sample.numpy()
+    tiled = jax.jit(lambda z: eqx_vae.tiled_decode(ours, z, tile_size=32))(latents)
     assert_close_to_reference(tiled, expected)
 
 
