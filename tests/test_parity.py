@@ -44,8 +44,7 @@ CASES = {
 }
 # The same weights with every Conv2d computed by WinogradConv (odd sizes and narrow convs fall back inside it).
 WINOGRAD_CASES = ("sd_like", "odd_33x47")
-# The module call is the same code for every config and backend (the batched functions vmap it); a few configs
-# suffice.
+# The module call is the same code for every config and backend (the batched functions vmap it): a few suffice.
 MODULE_CALL_CASES = ("sd_like", "odd_33x47", "single_level")
 
 

@@ -48,27 +48,22 @@ def test_tiled_encode_matches_diffusers(pair, shape, tile_size, overlap):
 
 
 @pytest.mark.parametrize(
-    "shape, tile_size, overlap",
-    [((2, 4, 20, 23), 32, 0.25), pytest.param((1, 4, 18, 14), 48, 0.5, marks=pytest.mark.slow)],
+    "shape, tile_size, overlap, outer_jit",
+    [
+        ((2, 4, 20, 23), 32, 0.25, False),
+        # the tile grid is static, so under an outer jit the tiles unroll into its program (two here: 8 and 5 wide)
+        ((1, 4, 8, 11), 32, 0.25, True),
+        pytest.param((1, 4, 18, 14), 48, 0.5, False, marks=pytest.mark.slow),
+    ],
 )
-def test_tiled_decode_matches_diffusers(pair, shape, tile_size, overlap):
+def test_tiled_decode_matches_diffusers(pair, shape, tile_size, overlap, outer_jit):
     ours, reference = pair
     _set_reference_tiles(reference, tile_size, overlap)
     latents = random_images(shape, seed=5) * 2
     with torch.no_grad():
         expected = reference.decode(to_torch(latents)).sample.numpy()
-    assert_close_to_reference(eqx_vae.tiled_decode(ours, latents, tile_size=tile_size, overlap=overlap), expected)
-
-
-def test_tiled_decode_under_an_outer_jit(pair):
-    """The tile grid is static, so the tiles unroll into the outer program (two tiles here: 8 and 5 latents wide)."""
-    ours, reference = pair
-    _set_reference_tiles(reference, 32, 0.25)
-    latents = random_images((1, 4, 8, 11), seed=7) * 2
-    with torch.no_grad():
-        expected = reference.decode(to_torch(latents)).sample.numpy()
-    tiled = jax.jit(lambda z: eqx_vae.tiled_decode(ours, z, tile_size=32))(latents)
-    assert_close_to_reference(tiled, expected)
+    tiled_decode = lambda z: eqx_vae.tiled_decode(ours, z, tile_size=tile_size, overlap=overlap)  # noqa: E731
+    assert_close_to_reference((jax.jit(tiled_decode) if outer_jit else tiled_decode)(latents), expected)
 
 
 def test_small_inputs_are_not_tiled(pair):
