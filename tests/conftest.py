@@ -70,6 +70,24 @@ def small_model() -> eqx_vae.AutoencoderKL:
     return eqx_vae.AutoencoderKL(SMALL_CONFIG, key=jax.random.key(0))
 
 
+def _module_fixtures_used(item: pytest.Item) -> list[str]:
+    """The module-scoped fixtures `item` uses, each with its parameter if it has one (`case=sd_like`)."""
+    params = item.callspec.params if hasattr(item, "callspec") else {}
+    used = []
+    for name in item.fixturenames:
+        definitions = item._fixtureinfo.name2fixturedefs.get(name)
+        if definitions and definitions[-1].scope == "module":
+            used.append(f"{name}={params[name]}" if name in params else name)
+    return sorted(used)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    """The notebooks first (a minute each in their own kernel): started last, one would keep a worker busy alone."""
+    """The notebooks first (a minute each in their own kernel): started last, one would keep a worker busy alone.
+
+    Tests that share a module-scoped fixture (a reference model and its outputs, a saved model folder) run on one
+    xdist worker (`--dist loadgroup`), so that the fixture, and the programs its tests compile, are made once."""
     items.sort(key=lambda item: item.path.name != "test_notebooks.py")
+    for item in items:
+        if shared := _module_fixtures_used(item):
+            item.add_marker(pytest.mark.xdist_group(f"{item.path.stem}:{','.join(shared)}"))

@@ -156,3 +156,13 @@ def primitive_names(closed_jaxpr) -> list[str]:
 def primitives_of(fn, *args) -> set[str]:
     """The primitives `fn(*args)` traces to, nested ones included."""
     return set(primitive_names(jax.make_jaxpr(fn)(*args)))
+
+
+def cli_output(capsys, *argv) -> str:
+    """Runs `eqx-vae *argv` in this process (as the console script does) and returns its stdout; it must succeed."""
+    from eqx_vae.cli import main
+
+    status = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    return captured.out

@@ -6,8 +6,6 @@ import ast
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 import types
 
 import equinox as eqx
@@ -18,6 +16,7 @@ import pytest
 from helpers import (
     ReferenceRunner,
     assert_close_to_reference,
+    cli_output,
     encode_decode,
     load_in_eqx_vae,
     random_diffusers_vae,
@@ -337,13 +336,7 @@ def test_tiled_sliced_sharded_and_bfloat16_decode(small):
 # CLI --------------------------------------------------------------------------------------------------------------
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "eqx_vae", *args], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return result
-
-
-def test_cli_info_encode_decode(small, tmp_path):
+def test_cli_info_encode_decode(small, tmp_path, capsys):
     """`eqx-vae info`, `encode` and `decode` on a diffusers Flux.2 folder, against diffusers on the same image."""
     from PIL import Image
 
@@ -355,19 +348,19 @@ def test_cli_info_encode_decode(small, tmp_path):
     pixels = np.random.default_rng(10).integers(0, 256, (12, 20, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "picture.png")
 
-    info = _cli("info", str(folder)).stdout
+    info = cli_output(capsys, "info", folder)
     assert f"{SMALL.latent_channels} channels, 2x downsampling" in info
     assert json.loads(info[info.index("{"):])["_class_name"] == "AutoencoderKLFlux2"
 
     latent_file = tmp_path / "picture.safetensors"
-    _cli("encode", str(tmp_path / "picture.png"), "--model", str(folder), "-o", str(latent_file), "--quiet")
+    cli_output(capsys, "encode", tmp_path / "picture.png", "--model", folder, "-o", latent_file, "--quiet")
     latents = eqx_vae.load_latents(latent_file).latents
     image = eqx_vae.read_image(tmp_path / "picture.png")[None]
     with torch.no_grad():
         expected = reference.encode(to_torch(image)).latent_dist.mean.numpy()
     assert_close_to_reference(latents, expected, what="CLI encode")
 
-    _cli("decode", str(latent_file), "--model", str(folder), "-o", str(tmp_path / "out"), "--quiet")
+    cli_output(capsys, "decode", latent_file, "--model", folder, "-o", tmp_path / "out", "--quiet")
     written = np.asarray(Image.open(os.path.join(tmp_path / "out", "picture.png")).convert("RGB"), dtype=np.int16)
     with torch.no_grad():
         decoded = reference.decode(torch.from_numpy(np.asarray(latents))).sample.numpy()[0]

@@ -3,15 +3,13 @@ forward, latent scaling, presets, saving and loading (diffusers folders and TAES
 decoding, keys, mixed precision and the command line. Tiny widths, few compiles."""
 
 import os
-import subprocess
-import sys
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import ReferenceRunner, assert_close_to_reference, encode_decode, random_images
+from helpers import ReferenceRunner, assert_close_to_reference, cli_output, encode_decode, random_images
 
 import eqx_vae
 from eqx_vae.checkpoints._state_dict import named_parameters, skeleton
@@ -241,17 +239,14 @@ def test_presets_are_diffusers_models(name):
         assert (encoder, sum(int(np.prod(shape)) for shape in ours.values()) - encoder) == (1_222_532, 1_222_531)
 
 
-def test_cli_on_a_tiny_folder(reference_4, tmp_path):
-    """`python -m eqx_vae info / encode / decode` on an AutoencoderTiny folder."""
+def test_cli_on_a_tiny_folder(reference_4, tmp_path, capsys):
+    """`eqx-vae info / encode / decode` on an AutoencoderTiny folder."""
     PIL = pytest.importorskip("PIL.Image")
     _, _, folder = reference_4
     PIL.fromarray(np.random.default_rng(7).integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(tmp_path / "a.png")
 
     def cli(*argv):
-        result = subprocess.run([sys.executable, "-m", "eqx_vae", *map(str, argv)], capture_output=True, text=True,
-                                timeout=120)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
+        return cli_output(capsys, *argv)
 
     assert "AutoencoderTiny" in cli("info", folder)
     cli("encode", tmp_path / "a.png", "-o", tmp_path / "a.safetensors", "--model", folder, "--quiet")
