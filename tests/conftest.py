@@ -73,9 +73,11 @@ def small_model() -> eqx_vae.AutoencoderKL:
 def _module_fixtures_used(item: pytest.Item) -> list[str]:
     """The module-scoped fixtures `item` uses, each with its parameter if it has one (`case=sd_like`)."""
     params = item.callspec.params if hasattr(item, "callspec") else {}
+    # pytest's own record of the item's fixtures; without it (another pytest), the tests are not grouped
+    definitions_by_name = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
     used = []
     for name in item.fixturenames:
-        definitions = item._fixtureinfo.name2fixturedefs.get(name)
+        definitions = definitions_by_name.get(name)
         if definitions and definitions[-1].scope == "module":
             used.append(f"{name}={params[name]}" if name in params else name)
     return sorted(used)
