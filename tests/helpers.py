@@ -158,11 +158,17 @@ def primitives_of(fn, *args) -> set[str]:
     return set(primitive_names(jax.make_jaxpr(fn)(*args)))
 
 
-def cli_output(capsys, *argv) -> str:
-    """Runs `eqx-vae *argv` in this process (as the console script does) and returns its stdout; it must succeed."""
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """Runs `eqx-vae *argv` in this process, as the console script does: (exit status, stdout, stderr)."""
     from eqx_vae.cli import main
 
     status = main([str(arg) for arg in argv])
     captured = capsys.readouterr()
-    assert status == 0, captured.err
-    return captured.out
+    return status, captured.out, captured.err
+
+
+def cli_output(capsys, *argv) -> str:
+    """The stdout of `eqx-vae *argv` run in this process (`run_cli`), which must succeed."""
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 0, err
+    return out

@@ -10,6 +10,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from helpers import run_cli as run
 from helpers import tiny_config, tree_allclose
 
 import eqx_vae
@@ -40,12 +41,6 @@ def images(tmp_path):
     PIL.fromarray(rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8)).save(folder / "grey.png")
     PIL.fromarray(rng.integers(0, 256, (15, 15, 4), dtype=np.uint8)).save(folder / "rgba.png")
     return folder
-
-
-def run(capsys, *argv):
-    status = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def assert_clean_failure(status, err, *fragments):

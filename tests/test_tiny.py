@@ -245,18 +245,16 @@ def test_cli_on_a_tiny_folder(reference_4, tmp_path, capsys):
     _, _, folder = reference_4
     PIL.fromarray(np.random.default_rng(7).integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(tmp_path / "a.png")
 
-    def cli(*argv):
-        return cli_output(capsys, *argv)
-
-    assert "AutoencoderTiny" in cli("info", folder)
-    cli("encode", tmp_path / "a.png", "-o", tmp_path / "a.safetensors", "--model", folder, "--quiet")
-    latents = eqx_vae.load_latents(tmp_path / "a.safetensors").latents
+    latent_file = tmp_path / "a.safetensors"
+    assert "AutoencoderTiny" in cli_output(capsys, "info", folder)
+    cli_output(capsys, "encode", tmp_path / "a.png", "-o", latent_file, "--model", folder, "--quiet")
+    latents = eqx_vae.load_latents(latent_file).latents
     assert latents.shape == (1, 4, 3, 4)
-    cli("decode", tmp_path / "a.safetensors", "-o", tmp_path / "b.png", "--model", folder, "--quiet")
+    cli_output(capsys, "decode", latent_file, "-o", tmp_path / "b.png", "--model", folder, "--quiet")
     with PIL.open(tmp_path / "b.png") as image:
         assert image.size == (16, 12)
         untiled = np.asarray(image, dtype=np.int16)
     factor = eqx_vae.from_pretrained(folder).config.upsampling_factor  # --tile: exact tiles of one latent pixel
-    cli("decode", tmp_path / "a.safetensors", "-o", tmp_path / "c.png", "--model", folder, "--tile", factor, "--quiet")
+    cli_output(capsys, "decode", latent_file, "-o", tmp_path / "c.png", "--model", folder, "--tile", factor, "--quiet")
     with PIL.open(tmp_path / "c.png") as image:
         assert np.abs(np.asarray(image, dtype=np.int16) - untiled).max() <= 1  # float32 rounding may flip a level
