@@ -84,12 +84,14 @@ def _module_fixtures_used(item: pytest.Item) -> list[str]:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
     """The notebooks first (a minute each in their own kernel): started last, one would keep a worker busy alone.
 
     Tests that share a module-scoped fixture (a reference model and its outputs, a saved model folder) run on one
     xdist worker (`--dist loadgroup`), so that the fixture, and the programs its tests compile, are made once."""
     items.sort(key=lambda item: item.path.name != "test_notebooks.py")
+    if not config.pluginmanager.hasplugin("xdist"):  # `-p no:xdist`: one process, nothing to group
+        return
     for item in items:
         if shared := _module_fixtures_used(item):
             item.add_marker(pytest.mark.xdist_group(f"{item.path.stem}:{','.join(shared)}"))

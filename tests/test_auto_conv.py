@@ -6,11 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import primitive_names, primitives_of, tiny_config
+from helpers import primitives_of, tiny_config
 
 import eqx_vae
+import eqx_vae.nn._auto_conv
 from eqx_vae.nn import call_gflop, conv_backend_named, resolve_auto_conv
 from eqx_vae.nn._conv_backends import conv_gflop
+from eqx_vae.nn._conv_work import counting_conv_work
 
 
 def _with(layer, backend):
@@ -121,8 +123,10 @@ def _run(model, op: str, images, latents):
 
 
 def _program(model, op: str, images, latents) -> str:
-    """The jaxpr of `_run` with the model's arrays as inputs: equal text means the same operations."""
-    return str(eqx.filter_make_jaxpr(lambda m: _run(m, op, images, latents))(model))
+    """The lowered program of `_run` with the model's arrays as inputs: equal text means the same operations.
+    (Lowered, so that the operations whose results are unused are dropped.)"""
+    params, static = eqx.partition(model, eqx.is_array)
+    return jax.jit(lambda p: _run(eqx.combine(p, static), op, images, latents)).lower(params).as_text()
 
 
 def test_a_call_between_call_min_and_max_gflop_runs_every_conv_on_winograd(model_and_inputs):
@@ -157,10 +161,45 @@ def test_default_call_rule_on_sd_size_decodes():
     """With the defaults an SD-size decode at 256 px stays on XLA's convs; ones at 512 and 2048 px run on matmuls."""
     config = eqx_vae.preset_config("sd-vae-ft-mse")
     model = eqx.filter_eval_shape(eqx_vae.AutoencoderKL, config, key=jax.random.key(0))  # shapes only
+    shapes, static = eqx.partition(model, lambda leaf: isinstance(leaf, jax.ShapeDtypeStruct))
+    decode = jax.jit(lambda p, z: eqx.combine(p, static).decode(z))
     for side, on_winograd in [(256, False), (512, True), (2048, True)]:
         latent = jax.ShapeDtypeStruct((4, side // 8, side // 8), jnp.float32)
         gflop = call_gflop(lambda m, z: m.decoder(z), model, latent)
         default = eqx_vae.AutoConv()
         assert (default.call_min_gflop <= gflop <= default.call_max_gflop) == on_winograd
-        names = primitive_names(eqx.filter_make_jaxpr(lambda m, z: m.decode(z))(model, latent)[0])
-        assert (names.count("conv_general_dilated") <= 3) == on_winograd  # only the narrow convs stay on XLA
+        program = decode.lower(shapes, latent).as_text()
+        assert (program.count("stablehlo.convolution") <= 3) == on_winograd  # only the narrow convs stay on XLA
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_the_convs_count_their_work_while_the_call_is_traced(model_and_inputs, remat):
+    """What the convs of a call add up while it is traced is `call_gflop`'s abstract count of the same call, with
+    each block under `eqx.filter_checkpoint` too; a conv traced outside a counting block is counted nowhere."""
+    model, images, latents = model_and_inputs
+    model = eqx_vae.with_remat(model) if remat else model
+    upsampling = _with(model, eqx_vae.AutoConv(upsample_min_gflop=0.0))  # its upsamplers' convs picked as Winograd
+    for module, x in [(model.encoder, images[0]), (model.decoder, latents[0]), (upsampling.decoder, latents[0])]:
+        expected = call_gflop(_with(module, eqx_vae.XlaConv()), x)
+        with counting_conv_work() as outer:
+            with counting_conv_work() as work:
+                jax.make_jaxpr(module)(x)
+        assert work.gflop == pytest.approx(expected, rel=1e-12) and expected > 0
+        assert outer.gflop == 0.0
+
+
+def test_the_autoencoder_settles_autoconv_in_the_trace_that_computes(model_and_inputs, monkeypatch):
+    """A call of the autoencoder makes no separate trace to count its convs, and picks as `resolve_auto_conv` does:
+    on Winograd between the call thresholds, on XLA below them."""
+    model, images, latents = model_and_inputs
+    gflop = call_gflop(model.decoder, latents[0])
+    never = dict(upsample_min_gflop=float("inf"), conv_min_gflop=float("inf"))
+
+    def no_counting_trace(*args, **kwargs):
+        raise AssertionError("a separate trace counted the convs")
+
+    monkeypatch.setattr(eqx_vae.nn._auto_conv, "call_gflop", no_counting_trace)
+    for low, expected in [(0.99, eqx_vae.WinogradConv()), (1.01, eqx_vae.XlaConv())]:
+        auto = eqx_vae.AutoConv(call_min_gflop=low * gflop, call_max_gflop=2 * gflop, **never)
+        ours = _program(_with(model, auto), "decode", images, latents)
+        assert ours == _program(_with(model, expected), "decode", images, latents)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ..nn import Conv2d, resolve_auto_conv
+from ..nn import Conv2d, call_with_auto_conv
 from ._blocks import split_optional
 from ._decoder import Decoder
 from ._encoder import Encoder
@@ -70,7 +70,7 @@ class AbstractAutoencoderKL(eqx.Module):
         """
         check_image(self.config, x)
         check_dropout_key(self, dropout_key)
-        moments = resolve_auto_conv(self.encoder, x, dropout_key=dropout_key)(x, dropout_key=dropout_key)
+        moments = call_with_auto_conv(self.encoder, x, dropout_key=dropout_key)
         return moments if self.quant_conv is None else self.quant_conv(moments)
 
     def encode(
@@ -87,7 +87,7 @@ class AbstractAutoencoderKL(eqx.Module):
         check_dropout_key(self, dropout_key)
         if self.post_quant_conv is not None:
             z = self.post_quant_conv(z)
-        return resolve_auto_conv(self.decoder, z, dropout_key=dropout_key)(z, dropout_key=dropout_key)
+        return call_with_auto_conv(self.decoder, z, dropout_key=dropout_key)
 
     def __call__(
         self,

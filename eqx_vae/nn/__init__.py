@@ -3,6 +3,7 @@
 from ._activations import get_activation as get_activation
 from ._attention import dot_product_attention as dot_product_attention
 from ._auto_conv import call_gflop as call_gflop
+from ._auto_conv import call_with_auto_conv as call_with_auto_conv
 from ._auto_conv import resolve_auto_conv as resolve_auto_conv
 from ._conv import Conv2d as Conv2d
 from ._conv import conv_layers as conv_layers

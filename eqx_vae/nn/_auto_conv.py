@@ -14,6 +14,7 @@ import numpy as np
 
 from ._conv import conv_layers
 from ._conv_backends import AutoConv, WinogradConv, XlaConv
+from ._conv_work import counting_conv_work
 
 
 def jaxpr_equations(jaxpr) -> Iterator:
@@ -58,24 +59,52 @@ def _replacing_auto_conv(module, backend):
     return jax.tree_util.tree_map(lambda node: backend if is_auto(node) else node, module, is_leaf=is_auto)
 
 
+def _call_rule(module, args: tuple) -> tuple[float, float] | None:
+    """The (`call_min_gflop`, `call_max_gflop`) that settle the call `module(*args)`, the strictest of its
+    AutoConvs; None where the whole-call rule does not apply (see `resolve_auto_conv`)."""
+    convs = conv_layers(module)
+    autos = [conv.backend for conv in convs if isinstance(conv.backend, AutoConv)]
+    if not autos or jax.default_backend() != "cpu" or any(conv.spatial_axis is not None for conv in convs):
+        return None
+    threshold = min(auto.call_min_gflop for auto in autos)
+    limit = min(auto.call_max_gflop for auto in autos)
+    if threshold == float("inf") or threshold > limit:
+        return None
+    if _gflop_bound(convs, args) < threshold:  # too small to be worth counting
+        return None
+    return threshold, limit
+
+
 def resolve_auto_conv(module, *args, **kwargs):
     """`module` with its `AutoConv`s settled for the call `module(*args, **kwargs)`.
 
     On CPU, when the call's convs add up to between `call_min_gflop` and `call_max_gflop` GFLOP (the strictest
     values of its AutoConvs), every AutoConv becomes `WinogradConv`. Otherwise, and on other platforms or under
-    spatial sharding, `module` is returned as it is, and each AutoConv picks per conv.
+    spatial sharding, `module` is returned as it is, and each AutoConv picks per conv. The count traces the call
+    abstractly; `call_with_auto_conv` makes the call without that extra trace.
     """
-    convs = conv_layers(module)
-    autos = [conv.backend for conv in convs if isinstance(conv.backend, AutoConv)]
-    if not autos or jax.default_backend() != "cpu" or any(conv.spatial_axis is not None for conv in convs):
-        return module
-    threshold = min(auto.call_min_gflop for auto in autos)
-    limit = min(auto.call_max_gflop for auto in autos)
-    if threshold == float("inf") or threshold > limit:
-        return module
-    if _gflop_bound(convs, args) < threshold:  # too small to be worth tracing for a count
+    rule = _call_rule(module, args)
+    if rule is None:
         return module
     as_xla = _replacing_auto_conv(module, XlaConv())
-    if not threshold <= call_gflop(lambda layer, *a, **k: layer(*a, **k), as_xla, *args, **kwargs) <= limit:
+    if not rule[0] <= call_gflop(lambda layer, *a, **k: layer(*a, **k), as_xla, *args, **kwargs) <= rule[1]:
         return module
     return _replacing_auto_conv(module, WinogradConv())
+
+
+def call_with_auto_conv(module, *args, **kwargs):
+    """`module(*args, **kwargs)` with its `AutoConv`s settled for the call, as `resolve_auto_conv` settles them.
+
+    When every conv of `module` has an AutoConv backend, the convs count their work while the call is traced, so a
+    call that stays on the per-conv rules is traced once; one that goes to `WinogradConv` is traced again on it.
+    """
+    rule = _call_rule(module, args)
+    if rule is None:
+        return module(*args, **kwargs)
+    if not all(isinstance(conv.backend, AutoConv) for conv in conv_layers(module)):
+        return resolve_auto_conv(module, *args, **kwargs)(*args, **kwargs)
+    with counting_conv_work() as work:
+        out = module(*args, **kwargs)
+    if rule[0] <= work.gflop <= rule[1]:  # the first trace's equations are left unused: lowering drops them
+        return _replacing_auto_conv(module, WinogradConv())(*args, **kwargs)
+    return out

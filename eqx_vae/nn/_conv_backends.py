@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ._canonical_conv import canonical_conv
+from ._conv_work import add_conv_work
 from ._layout import Kernel, to_channels_first, to_channels_last
 from ._matmul_conv import (
     activated_winograd_conv3x3,
@@ -201,7 +202,7 @@ class AutoConv(AbstractConvBackend):
     `XlaConv`.
 
     On CPU, an encode or decode of one image whose convs add up to between `call_min_gflop` and `call_max_gflop`
-    GFLOP runs every conv with `WinogradConv` (the autoencoder settles this per call, `resolve_auto_conv`). Any other
+    GFLOP runs every conv with `WinogradConv` (the autoencoder settles this per call, `call_with_auto_conv`). Any other
     call picks per conv: an upsampler's conv (nearest 2x + 3x3) of at least `upsample_min_gflop` GFLOP runs as
     Winograd's sub-pixel conv, any other conv of at least `conv_min_gflop` GFLOP (a strided one counted at stride 1)
     as Winograd matmuls, and the rest with XLA's convolution.
@@ -227,10 +228,18 @@ class AutoConv(AbstractConvBackend):
         large = conv_gflop(weight.shape, out_height, out_width) >= threshold
         return WinogradConv() if large and jax.default_backend() == "cpu" else XlaConv()
 
+    def _count(self, x: Image, weight: Weight, stride: int, padding: Padding, upsampled: bool = False) -> None:
+        """Adds this conv's work, as XLA's direct conv, to the call being counted (`counting_conv_work`)."""
+        scale = 2 if upsampled else 1
+        out_height = _out_size(scale * x.shape[1], padding[0], weight.shape[0], stride)
+        out_width = _out_size(scale * x.shape[2], padding[1], weight.shape[1], stride)
+        add_conv_work(conv_gflop(weight.shape, out_height, out_width))
+
     def computes_channels_last(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> bool:
         return self._pick(x, weight, stride, padding).computes_channels_last(x, weight, stride=stride, padding=padding)
 
     def conv(self, x: Image, weight: Weight, *, stride: int, padding: Padding, bias: Bias = None) -> Output:
+        self._count(x, weight, stride, padding)
         return self._pick(x, weight, stride, padding).conv(x, weight, stride=stride, padding=padding, bias=bias)
 
     def conv_of_activated(
@@ -243,12 +252,14 @@ class AutoConv(AbstractConvBackend):
         activation: Callable[[Array], Array],
         bias: Bias = None,
     ) -> Output:
+        self._count(x, weight, stride, padding)
         backend = self._pick(x, weight, stride, padding)
         return backend.conv_of_activated(x, weight, stride=stride, padding=padding, activation=activation, bias=bias)
 
     def conv_of_upsampled(
         self, x: Image, weight: Weight, *, stride: int, padding: Padding, bias: Bias = None
     ) -> Output:
+        self._count(x, weight, stride, padding, upsampled=True)
         backend = self._pick(x, weight, stride, padding, upsampled=True)
         return backend.conv_of_upsampled(x, weight, stride=stride, padding=padding, bias=bias)
 
