@@ -129,9 +129,15 @@ def _program(model, op: str, images, latents) -> str:
     return jax.jit(lambda p: _run(eqx.combine(p, static), op, images, latents)).lower(params).as_text()
 
 
-def test_a_call_between_call_min_and_max_gflop_runs_every_conv_on_winograd(model_and_inputs):
+def _no_counting_trace(*args, **kwargs):
+    raise AssertionError("a separate trace counted the convs")
+
+
+def test_a_call_between_call_min_and_max_gflop_runs_every_conv_on_winograd(model_and_inputs, monkeypatch):
+    """The autoencoder settles its AutoConvs in the trace that computes the call, with no separate counting trace."""
     model, images, latents = model_and_inputs
     gflops = {"encode": call_gflop(model.encoder, images[0]), "decode": call_gflop(model.decoder, latents[0])}
+    monkeypatch.setattr(eqx_vae.nn._auto_conv, "call_gflop", _no_counting_trace)
     backends = {"winograd": eqx_vae.WinogradConv(), "xla": eqx_vae.XlaConv()}
     references = {
         (name, op): _program(_with(model, backend), op, images, latents)
@@ -168,38 +174,22 @@ def test_default_call_rule_on_sd_size_decodes():
         gflop = call_gflop(lambda m, z: m.decoder(z), model, latent)
         default = eqx_vae.AutoConv()
         assert (default.call_min_gflop <= gflop <= default.call_max_gflop) == on_winograd
+        if side > 512:  # lowering it would check nothing more
+            continue
         program = decode.lower(shapes, latent).as_text()
         assert (program.count("stablehlo.convolution") <= 3) == on_winograd  # only the narrow convs stay on XLA
 
 
-@pytest.mark.parametrize("remat", [False, True])
-def test_the_convs_count_their_work_while_the_call_is_traced(model_and_inputs, remat):
+def test_the_convs_count_their_work_while_the_call_is_traced(model_and_inputs):
     """What the convs of a call add up while it is traced is `call_gflop`'s abstract count of the same call, with
     each block under `eqx.filter_checkpoint` too; a conv traced outside a counting block is counted nowhere."""
     model, images, latents = model_and_inputs
-    model = eqx_vae.with_remat(model) if remat else model
+    remat = eqx_vae.with_remat(model)
     upsampling = _with(model, eqx_vae.AutoConv(upsample_min_gflop=0.0))  # its upsamplers' convs picked as Winograd
-    for module, x in [(model.encoder, images[0]), (model.decoder, latents[0]), (upsampling.decoder, latents[0])]:
+    for module, x in [(model.encoder, images[0]), (remat.decoder, latents[0]), (upsampling.decoder, latents[0])]:
         expected = call_gflop(_with(module, eqx_vae.XlaConv()), x)
         with counting_conv_work() as outer:
             with counting_conv_work() as work:
                 jax.make_jaxpr(module)(x)
         assert work.gflop == pytest.approx(expected, rel=1e-12) and expected > 0
         assert outer.gflop == 0.0
-
-
-def test_the_autoencoder_settles_autoconv_in_the_trace_that_computes(model_and_inputs, monkeypatch):
-    """A call of the autoencoder makes no separate trace to count its convs, and picks as `resolve_auto_conv` does:
-    on Winograd between the call thresholds, on XLA below them."""
-    model, images, latents = model_and_inputs
-    gflop = call_gflop(model.decoder, latents[0])
-    never = dict(upsample_min_gflop=float("inf"), conv_min_gflop=float("inf"))
-
-    def no_counting_trace(*args, **kwargs):
-        raise AssertionError("a separate trace counted the convs")
-
-    monkeypatch.setattr(eqx_vae.nn._auto_conv, "call_gflop", no_counting_trace)
-    for low, expected in [(0.99, eqx_vae.WinogradConv()), (1.01, eqx_vae.XlaConv())]:
-        auto = eqx_vae.AutoConv(call_min_gflop=low * gflop, call_max_gflop=2 * gflop, **never)
-        ours = _program(_with(model, auto), "decode", images, latents)
-        assert ours == _program(_with(model, expected), "decode", images, latents)
