@@ -59,10 +59,9 @@ def _replacing_auto_conv(module, backend):
     return jax.tree_util.tree_map(lambda node: backend if is_auto(node) else node, module, is_leaf=is_auto)
 
 
-def _call_rule(module, args: tuple) -> tuple[float, float] | None:
-    """The (`call_min_gflop`, `call_max_gflop`) that settle the call `module(*args)`, the strictest of its
-    AutoConvs; None where the whole-call rule does not apply (see `resolve_auto_conv`)."""
-    convs = conv_layers(module)
+def _call_rule(convs: list, args: tuple) -> tuple[float, float] | None:
+    """The (`call_min_gflop`, `call_max_gflop`) that settle a call on `args` of the module with these convs, the
+    strictest of its AutoConvs; None where the whole-call rule does not apply (see `resolve_auto_conv`)."""
     autos = [conv.backend for conv in convs if isinstance(conv.backend, AutoConv)]
     if not autos or jax.default_backend() != "cpu" or any(conv.spatial_axis is not None for conv in convs):
         return None
@@ -83,7 +82,7 @@ def resolve_auto_conv(module, *args, **kwargs):
     spatial sharding, `module` is returned as it is, and each AutoConv picks per conv. The count traces the call
     abstractly; `call_with_auto_conv` makes the call without that extra trace.
     """
-    rule = _call_rule(module, args)
+    rule = _call_rule(conv_layers(module), args)
     if rule is None:
         return module
     as_xla = _replacing_auto_conv(module, XlaConv())
@@ -98,10 +97,11 @@ def call_with_auto_conv(module, *args, **kwargs):
     When every conv of `module` has an AutoConv backend, the convs count their work while the call is traced, so a
     call that stays on the per-conv rules is traced once; one that goes to `WinogradConv` is traced again on it.
     """
-    rule = _call_rule(module, args)
+    convs = conv_layers(module)
+    rule = _call_rule(convs, args)
     if rule is None:
         return module(*args, **kwargs)
-    if not all(isinstance(conv.backend, AutoConv) for conv in conv_layers(module)):
+    if not all(isinstance(conv.backend, AutoConv) for conv in convs):
         return resolve_auto_conv(module, *args, **kwargs)(*args, **kwargs)
     with counting_conv_work() as work:
         out = module(*args, **kwargs)
