@@ -197,6 +197,14 @@ def _out_size(size: int, pads: tuple[int, int], kernel: int, stride: int) -> int
     return (size + pads[0] + pads[1] - kernel) // stride + 1
 
 
+def _conv_work_gflop(x: Image, weight: Weight, stride: int, padding: Padding, upsampled: bool) -> float:
+    """GFLOP of XLA's direct conv of `x` (upsampled 2x first if `upsampled`) with `weight`."""
+    scale = 2 if upsampled else 1
+    out_height = _out_size(scale * x.shape[1], padding[0], weight.shape[0], stride)
+    out_width = _out_size(scale * x.shape[2], padding[1], weight.shape[1], stride)
+    return conv_gflop(weight.shape, out_height, out_width)
+
+
 class AutoConv(AbstractConvBackend):
     """`WinogradConv` where it pays, `XlaConv` elsewhere: the default backend. On other platforms than CPU, always
     `XlaConv`.
@@ -220,20 +228,14 @@ class AutoConv(AbstractConvBackend):
     conv_min_gflop: float = eqx.field(static=True, default=float("inf"))
 
     def _pick(self, x: Image, weight: Weight, stride: int, padding: Padding, upsampled: bool = False):
-        scale = 2 if upsampled else 1
         # A strided conv is judged by its work at stride 1, so a downsampler goes where the convs of its level go.
-        out_height = _out_size(scale * x.shape[1], padding[0], weight.shape[0], 1)
-        out_width = _out_size(scale * x.shape[2], padding[1], weight.shape[1], 1)
         threshold = self.upsample_min_gflop if upsampled else self.conv_min_gflop
-        large = conv_gflop(weight.shape, out_height, out_width) >= threshold
+        large = _conv_work_gflop(x, weight, 1, padding, upsampled) >= threshold
         return WinogradConv() if large and jax.default_backend() == "cpu" else XlaConv()
 
     def _count(self, x: Image, weight: Weight, stride: int, padding: Padding, upsampled: bool = False) -> None:
         """Adds this conv's work, as XLA's direct conv, to the call being counted (`counting_conv_work`)."""
-        scale = 2 if upsampled else 1
-        out_height = _out_size(scale * x.shape[1], padding[0], weight.shape[0], stride)
-        out_width = _out_size(scale * x.shape[2], padding[1], weight.shape[1], stride)
-        add_conv_work(conv_gflop(weight.shape, out_height, out_width))
+        add_conv_work(_conv_work_gflop(x, weight, stride, padding, upsampled))
 
     def computes_channels_last(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> bool:
         return self._pick(x, weight, stride, padding).computes_channels_last(x, weight, stride=stride, padding=padding)
