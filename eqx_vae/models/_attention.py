@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ..nn import GroupNorm, Linear, dot_product_attention
+from ..nn import GroupNorm, Linear, dot_product_attention, traced_once_per_shape
 from ..nn._dtypes import float_dtype
 from ..nn._spatial import gather_bands
 from ._resnet import RESNET_EPS
@@ -60,6 +60,7 @@ class AttentionBlock(eqx.Module):
         self.query_chunk_size = query_chunk_size
         self.spatial_axis = None
 
+    @traced_once_per_shape
     def __call__(self, x: Float[Array, "channels height width"]) -> Float[Array, "channels height width"]:
         channels, height, width = x.shape
         with jax.named_scope("eqx_vae.AttentionBlock"):

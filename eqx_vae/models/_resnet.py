@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ..nn import Conv2d, GroupNorm, get_activation
+from ..nn import Conv2d, GroupNorm, get_activation, traced_once_per_shape
 
 RESNET_EPS = 1e-6
 
@@ -53,6 +53,7 @@ class ResnetBlock2D(eqx.Module):
         keep = jax.random.bernoulli(key, 1 - self.dropout, h.shape)
         return jnp.where(keep, h / (1 - self.dropout), 0).astype(h.dtype)
 
+    @traced_once_per_shape
     def __call__(
         self, x: Float[Array, "in_channels height width"], *, dropout_key: PRNGKeyArray | None = None
     ) -> Float[Array, "out_channels height width"]:

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ..nn import Conv2d, get_activation
+from ..nn import Conv2d, get_activation, traced_once_per_shape
 from ._autoencoder import check_dropout_key
 from ._posterior import DiagonalGaussianDistribution
 from ._tiny_config import AutoencoderTinyConfig
@@ -84,6 +84,7 @@ class AutoencoderTinyBlock(eqx.Module):
         )
         self.fuse = Activation("relu")
 
+    @traced_once_per_shape
     def __call__(self, x: Float[Array, "in_channels height width"]) -> Float[Array, "out_channels height width"]:
         with jax.named_scope("eqx_vae.AutoencoderTinyBlock"):
             h = x

@@ -17,3 +17,4 @@ from ._layout import kernel_from_torch as kernel_from_torch
 from ._layout import kernel_to_torch as kernel_to_torch
 from ._linear import Linear as Linear
 from ._norm import GroupNorm as GroupNorm
+from ._traced_once import traced_once_per_shape as traced_once_per_shape
