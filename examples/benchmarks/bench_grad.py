@@ -73,12 +73,16 @@ def reconstruction_loss(model, images):
 
 
 def fresh_grad():
-    """A new `filter_jit(filter_grad(loss))`, sharing no trace or compile cache with earlier ones, compiled with
+    """A new `filter_jit(filter_grad(loss))`, sharing no trace or compile cache with earlier ones (the caches are
+    cleared: the model's repeated blocks are nested jits, traced once per shape and kept), compiled with
     `eqx_vae.compiler_options()` as the README advises for a training step."""
     import equinox as eqx
+    import jax
 
     import eqx_vae
 
+    jax.clear_caches()
+    eqx.clear_caches()
     return eqx.filter_jit(
         eqx.filter_grad(lambda model, images: reconstruction_loss(model, images)),
         compiler_options=eqx_vae.compiler_options() or None,
