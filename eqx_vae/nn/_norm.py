@@ -64,21 +64,22 @@ class GroupNorm(eqx.Module):
             x = to_channels_last(x)
             grouped = x.reshape(x.shape[0], -1, self.groups, per_group)
             group_mean = lambda v: self._mean(v.mean(axis=1, keepdims=True), (0, 3))  # noqa: E731
-            first = grouped[:1, :1]  # the first pixel
+            sample = self._mean(grouped[:1, :1], (0, 1, 3))  # the first pixel's mean over the group's channels
         else:
             grouped = x.reshape(self.groups, -1)
             group_mean = lambda v: self._mean(v, (1,))  # noqa: E731
-            first = grouped[:, :1]  # the first channel's first pixel
+            sample = group_mean(grouped[:, :1])  # the first channel's first pixel
         # The mean is taken of the deviations from one sample of each group, so that a large common offset costs no
         # float32 digits: with an offset of 200, a plain mean put the output 3e-5 from float64 (torch's kernel 7e-6).
-        reference = jax.lax.stop_gradient(group_mean(first))  # the same in every band when sharded
+        reference = jax.lax.stop_gradient(sample)  # the same in every band when sharded
         mean = reference + group_mean(grouped - reference)
-        var = group_mean(jnp.square(grouped - mean))
+        centred = grouped - mean
+        var = group_mean(jnp.square(centred))
         weight, bias = self.weight.astype(stats_dtype), self.bias.astype(stats_dtype)
         inv_std = jax.lax.rsqrt(var + self.eps)
         if channels_last:  # the grouped view is free to reshape back: channels are its last axes
             scale = weight.reshape(1, 1, self.groups, per_group) * inv_std
-            out = ((grouped - mean) * scale + bias.reshape(1, 1, self.groups, per_group)).reshape(x.shape)
+            out = (centred * scale + bias.reshape(1, 1, self.groups, per_group)).reshape(x.shape)
             return to_channels_first(out).astype(self.dtype)
         # The statistics are spread back to one value per channel, so the normalisation is elementwise on `x` as it
         # lies: no reshape of the output ties XLA to one memory layout around the convolutions on either side.
