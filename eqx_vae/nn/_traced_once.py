@@ -6,7 +6,6 @@ nested `eqx.filter_jit`, such a block is traced once per structure and input sha
 Tracing is a large part of a first call under `jax.grad` and `jax.vmap` (`docs/performance.md`).
 """
 
-import contextvars
 import functools
 from collections.abc import Callable
 from typing import TypeVar
@@ -18,8 +17,11 @@ from ._conv_work import add_conv_work, counting_conv_work
 
 _Method = TypeVar("_Method", bound=Callable)
 
-# The conv work of each trace of a nested block, appended while jax traces it (a cached call traces nothing).
-_traced_work: contextvars.ContextVar[list[float]] = contextvars.ContextVar("eqx_vae_traced_work")
+
+def _signature(*tree) -> tuple:
+    """The structure of `tree` with its arrays' shapes and dtypes: what a trace of a block depends on."""
+    leaves, structure = jax.tree_util.tree_flatten(tree)
+    return structure, tuple((leaf.shape, leaf.dtype) if eqx.is_array(leaf) else leaf for leaf in leaves)
 
 
 def traced_once_per_shape(method: _Method) -> _Method:
@@ -31,29 +33,20 @@ def traced_once_per_shape(method: _Method) -> _Method:
     """
     work_by_signature: dict = {}
 
-    def traced_block(self, *args, **kwargs):
+    def traced_block(self, *args, **kwargs):  # runs only when jax traces the nested call
         with counting_conv_work() as work:
             out = method(self, *args, **kwargs)
-        _traced_work.get().append(work.gflop)
+        work_by_signature[_signature(self, args, kwargs)] = work.gflop
         return out
 
     nested = eqx.filter_jit(traced_block)
 
     @functools.wraps(method)
     def call(self, *args, **kwargs):
-        leaves, structure = jax.tree_util.tree_flatten((self, args, kwargs))
-        if not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        if not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((self, args, kwargs))):
             return method(self, *args, **kwargs)
-        traced = []
-        token = _traced_work.set(traced)
-        try:
-            out = nested(self, *args, **kwargs)
-        finally:
-            _traced_work.reset(token)
-        signature = (structure, tuple((leaf.shape, leaf.dtype) if eqx.is_array(leaf) else leaf for leaf in leaves))
-        if traced:
-            work_by_signature[signature] = traced[-1]
-        add_conv_work(work_by_signature[signature])
+        out = nested(self, *args, **kwargs)
+        add_conv_work(work_by_signature[_signature(self, args, kwargs)])
         return out
 
     return call  # type: ignore[return-value]
