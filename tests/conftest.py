@@ -46,6 +46,28 @@ import eqx_vae  # noqa: E402
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
+_CACHE_OPTIONS = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_compilation_cache_after_the_test():
+    """The CLI run in-process turns JAX's persistent compilation cache on, in a folder the xdist workers share; left
+    on, a later test could read an entry the other worker is still writing (an empty entry: a warning, so an error
+    here). Each test ends with the cache as it found it."""
+    saved = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
+    yield
+    if any(getattr(jax.config, name) != value for name, value in saved.items()):
+        from jax.experimental.compilation_cache import compilation_cache
+
+        for name, value in saved.items():
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()  # setting the folder back alone leaves the open cache in use
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _torch_threads():
     try:
