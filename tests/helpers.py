@@ -29,6 +29,16 @@ def tiny_config(**changes) -> eqx_vae.AutoencoderKLConfig:
     return eqx_vae.AutoencoderKLConfig(**base)
 
 
+def float64_enabled():
+    """A context in which JAX computes float64: `jax.enable_x64(True)`, or `jax.experimental.enable_x64()` on a jax
+    without it."""
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64
+
+    return enable_x64()
+
+
 # Two levels of 8 and 16 channels: the cheapest model to compile, for tests of transforms, gradients and errors.
 SMALL_CONFIG = tiny_config(block_out_channels=(8, 16), norm_num_groups=4)
 

@@ -108,6 +108,23 @@ def test_call_gflop_counts_each_conv_at_its_output_size():
     assert call_gflop(upsample, jnp.zeros((16, 6, 5))) == pytest.approx(conv_gflop((16, 16, 3, 3), 12, 10))
 
 
+def test_jaxpr_equations_finds_the_convs_inside_nested_jits_loops_and_conds():
+    conv = eqx_vae.Conv2d(8, 8, 3, padding=1, key=jax.random.key(11))
+
+    def network(layer, x):
+        x = eqx.filter_jit(layer)(x)  # 1 conv
+        x, _ = jax.lax.scan(lambda carry, _: (layer(carry), None), x, None, length=2)  # 1 conv in the body
+        return jax.lax.cond(x.sum() > 0, lambda y: layer(y), lambda y: layer(layer(y)), x)  # 1 + 2 in the branches
+
+    jaxpr = eqx.filter_make_jaxpr(network)(conv, jnp.zeros((8, 6, 6)))[0].jaxpr
+    equations = list(eqx_vae.nn._auto_conv.jaxpr_equations(jaxpr))
+    assert sum(equation.primitive.name == "conv_general_dilated" for equation in equations) == 5
+    if hasattr(jax.extend.core, "jaxprs_in_params"):  # the walk used on older jax finds what jax's own does
+        for equation in equations:
+            ours = list(eqx_vae.nn._auto_conv.walk_jaxprs_in_params(equation.params))
+            assert [id(j) for j in ours] == [id(j) for j in jax.extend.core.jaxprs_in_params(equation.params)]
+
+
 @pytest.fixture(scope="module")
 def model_and_inputs():
     model = eqx_vae.AutoencoderKL(tiny_config(), key=jax.random.key(11))

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import SMALL_CONFIG, array_leaves, random_images
+from helpers import SMALL_CONFIG, array_leaves, float64_enabled, random_images
 
 import eqx_vae
 from eqx_vae.nn import conv_layers
@@ -20,7 +20,7 @@ def _loss(model, images, key):
 
 
 def test_grad_matches_finite_differences(small_model):
-    with jax.enable_x64(True):
+    with float64_enabled():
         model = eqx_vae.with_param_dtype(eqx_vae.with_compute_dtype(small_model, "float64"), "float64")
         assert model.dtype == model.param_dtype == jnp.float64
         images = random_images((2, 3, 8, 8)).astype(jnp.float64)
