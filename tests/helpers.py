@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import eqx_vae
-from eqx_vae.nn._auto_conv import jaxpr_equations
+from eqx_vae.nn._jaxprs import jaxpr_equations
 
 
 def tiny_config(**changes) -> eqx_vae.AutoencoderKLConfig:

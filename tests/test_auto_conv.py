@@ -13,6 +13,7 @@ import eqx_vae.nn._auto_conv
 from eqx_vae.nn import call_gflop, conv_backend_named, resolve_auto_conv
 from eqx_vae.nn._conv_backends import conv_gflop
 from eqx_vae.nn._conv_work import counting_conv_work
+from eqx_vae.nn._jaxprs import jaxpr_equations, jaxprs_in_params
 
 
 def _with(layer, backend):
@@ -117,11 +118,11 @@ def test_jaxpr_equations_finds_the_convs_inside_nested_jits_loops_and_conds():
         return jax.lax.cond(x.sum() > 0, lambda y: layer(y), lambda y: layer(layer(y)), x)  # 1 + 2 in the branches
 
     jaxpr = eqx.filter_make_jaxpr(network)(conv, jnp.zeros((8, 6, 6)))[0].jaxpr
-    equations = list(eqx_vae.nn._auto_conv.jaxpr_equations(jaxpr))
+    equations = list(jaxpr_equations(jaxpr))
     assert sum(equation.primitive.name == "conv_general_dilated" for equation in equations) == 5
     if hasattr(jax.extend.core, "jaxprs_in_params"):  # the walk used on older jax finds what jax's own does
         for equation in equations:
-            ours = list(eqx_vae.nn._auto_conv.walk_jaxprs_in_params(equation.params))
+            ours = list(jaxprs_in_params(equation.params))
             assert [id(j) for j in ours] == [id(j) for j in jax.extend.core.jaxprs_in_params(equation.params)]
 
 

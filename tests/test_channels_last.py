@@ -9,7 +9,7 @@ from helpers import SMALL_CONFIG
 
 import eqx_vae
 from eqx_vae.nn import get_activation, kernel_to_torch
-from eqx_vae.nn._auto_conv import jaxpr_equations
+from eqx_vae.nn._jaxprs import jaxpr_equations
 
 LAYOUTS = {"channels_last": eqx_vae.XlaConv(), "channels_first": eqx_vae.XlaConv(channels_last=False)}
 

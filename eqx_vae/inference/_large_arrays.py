@@ -13,25 +13,16 @@ import warnings
 import equinox as eqx
 import jax
 
+from ..nn._jaxprs import jaxpr_equations
+
 INT32_ELEMENTS = 2**31
 
 
 def largest_intermediate(fn, *args) -> tuple[int, ...]:
     """The shape of the largest array that `fn(*args)` computes, sub-computations (jit, scan, loops) included."""
-    return _largest_in(jax.make_jaxpr(fn)(*args).jaxpr)
-
-
-def _largest_in(jaxpr) -> tuple[int, ...]:
-    largest = ()
-    for equation in jaxpr.eqns:
-        shapes = [getattr(var.aval, "shape", ()) for var in equation.outvars]
-        for param in equation.params.values():
-            for value in param if isinstance(param, (tuple, list)) else (param,):
-                inner = getattr(value, "jaxpr", value)  # a ClosedJaxpr holds its Jaxpr
-                if hasattr(inner, "eqns"):
-                    shapes.append(_largest_in(inner))
-        largest = max([largest, *shapes], key=math.prod)
-    return largest
+    equations = jaxpr_equations(jax.make_jaxpr(fn)(*args).jaxpr)
+    shapes = (getattr(var.aval, "shape", ()) for equation in equations for var in equation.outvars)
+    return max(shapes, key=math.prod, default=())
 
 
 def warn_if_int32_sized(model, pixels: int, fn, *args) -> None:

@@ -5,7 +5,7 @@ whatever its size, so on CPU a call is either all Winograd (when its convs add u
 pays for the longer compile) or left to `AutoConv`'s per-conv rules.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -15,27 +15,7 @@ import numpy as np
 from ._conv import conv_layers
 from ._conv_backends import AutoConv, WinogradConv, XlaConv
 from ._conv_work import counting_conv_work
-
-
-def walk_jaxprs_in_params(params: dict) -> Iterator:
-    """The jaxprs an equation holds in its params, found as `jax.extend.core.jaxprs_in_params` (jax 0.10 on) does."""
-    for value in params.values():
-        for item in value if isinstance(value, tuple) else (value,):
-            if isinstance(item, jax.extend.core.ClosedJaxpr):
-                yield item.jaxpr
-            elif isinstance(item, jax.extend.core.Jaxpr):
-                yield item
-
-
-_jaxprs_in_params = getattr(jax.extend.core, "jaxprs_in_params", walk_jaxprs_in_params)
-
-
-def jaxpr_equations(jaxpr) -> Iterator:
-    """Every equation of a jaxpr, those of its sub-jaxprs (loop bodies, nested jits, ...) included."""
-    for equation in jaxpr.eqns:
-        yield equation
-        for sub in _jaxprs_in_params(equation.params):
-            yield from jaxpr_equations(sub)
+from ._jaxprs import jaxpr_equations
 
 
 def _conv_gflop_of_jaxpr(jaxpr) -> float:
