@@ -3,24 +3,7 @@
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 from jaxtyping import Array
-
-
-@jax.custom_jvp
-def silu(x: Array) -> Array:
-    """x * sigmoid(x), written as one division: XLA then keeps an activated tensor in memory instead of recomputing
-    it inside every consumer (it matters where a conv reads the activation 16 times, `WinogradConv`). Its derivative
-    is given in the stable form `sigmoid(x) (1 + x (1 - sigmoid(x)))`: differentiating the division itself gives
-    inf / inf = NaN where exp(-x) overflows (x below about -88 in float32)."""
-    return x / (1 + jnp.exp(-x))
-
-
-@silu.defjvp
-def _silu_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
-    (x,), (tangent,) = primals, tangents
-    sigmoid = jax.nn.sigmoid(x)
-    return silu(x), tangent * sigmoid * (1 + x * (1 - sigmoid))
 
 
 def gelu(x: Array) -> Array:
@@ -29,8 +12,8 @@ def gelu(x: Array) -> Array:
 
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
-    "silu": silu,
-    "swish": silu,
+    "silu": jax.nn.silu,  # x * sigmoid(x): XLA's logistic, whose derivative stays finite where exp(-x) overflows
+    "swish": jax.nn.silu,
     "mish": jax.nn.mish,
     "gelu": gelu,
     "relu": jax.nn.relu,
