@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 import equinox as eqx
 import jax
-import jax.extend
 import numpy as np
 
 from ._conv import conv_layers
