@@ -86,6 +86,29 @@ def test_bfloat16_compute_stays_close_to_float32_and_to_diffusers(saved, model):
     assert error > 1e-4  # ... and it did compute in bfloat16
 
 
+@pytest.mark.parametrize("backend", [eqx_vae.XlaConv(), eqx_vae.WinogradConv()], ids=["xla", "winograd"])
+def test_bfloat16_error_is_about_diffusers_own_bfloat16_error(saved, model, backend):
+    """bfloat16 compute on each conv backend ends up as far from diffusers' float32 result as diffusers' own
+    bfloat16 model does (the Winograd convs round their activations and transforms once, to bfloat16)."""
+    _, reference = saved
+    latents, images = random_images((1, 4, 8, 8), seed=2), random_images((1, 3, 64, 64), seed=3)
+    low_model = eqx_vae.with_conv_backend(eqx_vae.with_compute_dtype(model, "bfloat16"), backend)
+    low_reference = copy.deepcopy(reference).to(torch.bfloat16)
+    with torch.no_grad():
+        decoded = reference.decode(to_torch(latents)).sample.numpy()
+        encoded = reference.encode(to_torch(images)).latent_dist.mean.numpy()
+        decoded_low = low_reference.decode(to_torch(latents).to(torch.bfloat16)).sample.float().numpy()
+        encoded_low = low_reference.encode(to_torch(images).to(torch.bfloat16)).latent_dist.mean.float().numpy()
+    ours = {
+        "decode": np.asarray(eqx_vae.decode(low_model, latents).astype(jnp.float32)),
+        "encode": np.asarray(eqx_vae.encode(low_model, images).mean.astype(jnp.float32)),
+    }
+    for what, exact, theirs in [("decode", decoded, decoded_low), ("encode", encoded, encoded_low)]:
+        # root-mean-square errors: the largest error of a bfloat16 output hangs on a single rounding
+        relative = lambda values: np.sqrt(np.mean((values - exact) ** 2) / np.mean(exact**2))  # noqa: E731
+        assert relative(ours[what]) <= 1.2 * relative(theirs), (what, relative(ours[what]), relative(theirs))
+
+
 @pytest.mark.parametrize("option", ["dtype", "param_dtype"])
 def test_constructors_refuse_non_floating_dtypes(option):
     with pytest.raises(ValueError, match=f"{option}=int8 must be a floating dtype"):

@@ -60,8 +60,8 @@ class Conv2d(eqx.Module):
         self.dtype = float_dtype(dtype)
         self.spatial_axis = None
 
-    def _run(self, method: Callable, x: Array, **options) -> Array:
-        x = x.astype(self.dtype)
+    def _run(self, method: Callable, x: Array, *, x_dtype: jnp.dtype | None = None, **options) -> Array:
+        x = x.astype(self.dtype if x_dtype is None else x_dtype)
         padding = self.padding
         if self.spatial_axis is not None:
             x, padding = halo_pad(x, padding, self.spatial_axis)
@@ -85,8 +85,18 @@ class Conv2d(eqx.Module):
         activation: Callable[[Array], Array],
     ) -> Float[Array, "out_channels out_height out_width"]:
         """This conv of `activation(norm(x))` (a resnet's GroupNorm -> activation -> conv), the norm computed in the
-        layout this conv computes in, so that XLA cancels the transposes between them."""
-        return self.of_activated(norm(x, channels_last=self.computes_channels_last(x)), activation)
+        layout this conv computes in, so that XLA cancels the transposes between them. Where the backend takes the
+        activation's input in float32 (`activates_in_float32`), the norm's result is not rounded to a narrower compute
+        dtype first."""
+        channels_last = self.computes_channels_last(x)
+        wide = jnp.promote_types(self.dtype, jnp.float32)
+        if self.spatial_axis is None and wide != self.dtype and self._activates_in_float32(x):
+            normalised = norm(x, channels_last=channels_last, dtype=wide)
+            return self._run(self.backend.conv_of_activated, normalised, x_dtype=wide, activation=activation)
+        return self.of_activated(norm(x, channels_last=channels_last), activation)
+
+    def _activates_in_float32(self, x: Float[Array, "in_channels height width"]) -> bool:
+        return self.backend.activates_in_float32(x, self.weight, stride=self.stride, padding=self.padding)
 
     def of_activated(
         self, x: Float[Array, "in_channels height width"], activation: Callable[[Array], Array]

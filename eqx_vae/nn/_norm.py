@@ -48,11 +48,12 @@ class GroupNorm(eqx.Module):
         return mean if self.spatial_axis is None else mean_over_bands(mean, self.spatial_axis)
 
     def __call__(
-        self, x: Float[Array, " channels *spatial"], *, channels_last: bool = False
+        self, x: Float[Array, " channels *spatial"], *, channels_last: bool = False, dtype: jnp.dtype | None = None
     ) -> Float[Array, " channels *spatial"]:
-        """`x` normalised. `channels_last` computes on `x` moved to `(*spatial, channels)` and back, with the same
-        result: set it when a channels-last conv follows (`Conv2d.computes_channels_last`), so that XLA cancels the
-        transposes between the two."""
+        """`x` normalised, in `dtype` (None: the layer's compute dtype). `channels_last` computes on `x` moved to
+        `(*spatial, channels)` and back, with the same result: set it when a channels-last conv follows
+        (`Conv2d.computes_channels_last`), so that XLA cancels the transposes between the two."""
+        out_dtype = self.dtype if dtype is None else dtype
         channels = x.shape[0]
         stats_dtype = jnp.promote_types(self.dtype, jnp.float32)
         x = x.astype(stats_dtype)
@@ -80,10 +81,10 @@ class GroupNorm(eqx.Module):
         if channels_last:  # the grouped view is free to reshape back: channels are its last axes
             scale = weight.reshape(1, 1, self.groups, per_group) * inv_std
             out = (centred * scale + bias.reshape(1, 1, self.groups, per_group)).reshape(x.shape)
-            return to_channels_first(out).astype(self.dtype)
+            return to_channels_first(out).astype(out_dtype)
         # The statistics are spread back to one value per channel, so the normalisation is elementwise on `x` as it
         # lies: no reshape of the output ties XLA to one memory layout around the convolutions on either side.
         channel_shape = (channels,) + (1,) * (x.ndim - 1)
         per_channel = lambda values: jnp.repeat(values[:, 0], per_group).reshape(channel_shape)  # noqa: E731
         scale = weight.reshape(channel_shape) * per_channel(inv_std)
-        return ((x - per_channel(mean)) * scale + bias.reshape(channel_shape)).astype(self.dtype)
+        return ((x - per_channel(mean)) * scale + bias.reshape(channel_shape)).astype(out_dtype)

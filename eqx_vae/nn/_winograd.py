@@ -26,20 +26,22 @@ def combine_kernel_taps(
     """`left @ kernel @ right^T` for every `(out, in)` pair, as a grid of `(out, in)` matrices: entry `[k][l]` is
     `sum_ab left[k, a] weight[a, b].T right[l, b]`.
 
-    One product per output channel, `kron(left, right) @ taps`, with the output channel as the batch: each matrix
-    comes out `(out, in)` without reading the `(in, out)` taps across rows (as adds of transposed taps, XLA read
-    them element by element: 20 ms for a 512-channel kernel, against 3.3 ms this way).
+    The taps are transposed to `(out, in)` once, in the weight's dtype, and mixed by one product
+    `kron(left, right) @ taps`, summed in at least float32 (bfloat16 kernels are exact until the result is rounded).
+    The kernel transforms of a whole decode are memory-bound: this form reads and writes each tap once before the
+    product, where a product batched over the output channel had XLA transpose the taps in float32 first.
     """
     kernel_height, kernel_width, in_channels, out_channels = weight.shape
-    exact = weight.astype(jnp.promote_types(weight.dtype, jnp.float32))  # bfloat16 kernels are summed in float32
+    taps = weight.reshape(kernel_height * kernel_width, in_channels, out_channels).transpose(0, 2, 1)
     mix = np.kron(left, right)  # row k * len(right) + l, column a * kernel_width + b: left[k, a] right[l, b]
-    per_out = jnp.broadcast_to(jnp.asarray(mix, exact.dtype), (out_channels, *mix.shape))
-    taps = exact.reshape(kernel_height * kernel_width, in_channels, out_channels)
-    grid = jax.lax.dot_general(  # (out, k * len(right) + l, in)
-        per_out, taps, (((2,), (0,)), ((0,), (2,))), precision=jax.lax.Precision.HIGHEST
-    )
+    grid = jax.lax.dot(
+        jnp.asarray(mix, weight.dtype),
+        taps.reshape(kernel_height * kernel_width, out_channels * in_channels),
+        precision=jax.lax.Precision.HIGHEST,
+        preferred_element_type=jnp.promote_types(weight.dtype, jnp.float32),
+    ).reshape(-1, out_channels, in_channels)
     columns = right.shape[0]
-    return [[grid[:, k * columns + c].astype(weight.dtype) for c in range(columns)] for k in range(left.shape[0])]
+    return [[grid[k * columns + c].astype(weight.dtype) for c in range(columns)] for k in range(left.shape[0])]
 
 
 def _input_transform(taps: list[Array]) -> list[Array]:
@@ -77,6 +79,7 @@ def winograd_conv3x3_of_phases(
     `(2i + a, 2j + b)`. Tap `(a, b)` of output block `(p, q)` is padded pixel `(2p + a, 2q + b)`, a unit-stride slice
     of a phase.
 
+    The products and the result are in the kernel's dtype; the phases and their transforms may be wider.
     Everything stays channel-major, as the image is: each product is `(out, in) @ (in, blocks)`. (Channel-minor
     matmuls with a transpose in and out measured 1.4x slower over a whole SD-size decode.)
     """
@@ -88,20 +91,22 @@ def winograd_conv3x3_of_phases(
     ]
     rows = [_input_transform([taps[a][b] for a in range(4)]) for b in range(4)]  # rows[b][k]
     transformed = [_input_transform([rows[b][k] for b in range(4)]) for k in range(4)]  # [row k][column c]
-    # bfloat16 products accumulate in float32, as a conv does; XLA's CPU dots are also faster that way
-    accumulate = jnp.promote_types(phases[0][0].dtype, jnp.float32)
+    # The products take the kernel's dtype (phases may be wider: `activated_winograd_conv3x3`); bfloat16 products
+    # accumulate in float32, as a conv does, and XLA's CPU dots are also faster that way
+    dtype = kernel[0][0].dtype
+    accumulate = jnp.promote_types(dtype, jnp.float32)
     products = [
         [
-            jnp.dot(kernel[k][c], transformed[k][c].reshape(channels, -1), preferred_element_type=accumulate).reshape(
-                -1, half_height, half_width
-            )
+            jnp.dot(
+                kernel[k][c], transformed[k][c].reshape(channels, -1).astype(dtype), preferred_element_type=accumulate
+            ).reshape(-1, half_height, half_width)
             for c in range(4)
         ]
         for k in range(4)
     ]
     half = [_output_transform(products[k]) for k in range(4)]  # half[k][j]
     out = [_output_transform([half[k][j] for k in range(4)]) for j in range(2)]  # out[j][i]: output pixel (2p+i, 2q+j)
-    return interleave_2x2([[out[j][i] for j in range(2)] for i in range(2)]).astype(phases[0][0].dtype)
+    return interleave_2x2([[out[j][i] for j in range(2)] for i in range(2)]).astype(dtype)
 
 
 def interleave_2x2(phases: list[list[Array]]) -> Array:
