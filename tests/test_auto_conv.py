@@ -211,3 +211,19 @@ def test_the_convs_count_their_work_while_the_call_is_traced(model_and_inputs):
                 jax.make_jaxpr(module)(x)
         assert work.gflop == pytest.approx(expected, rel=1e-12) and expected > 0
         assert outer.gflop == 0.0
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+@pytest.mark.parametrize("flags", [frozenset({"avx512f", "avx512_bf16"}), frozenset({"amx_bf16"}), frozenset({"avx2"})])
+def test_bfloat16_decodes_from_256_px_run_on_winograd_where_the_cpu_multiplies_bfloat16(dtype, flags, monkeypatch):
+    """`bfloat16_call_min_gflop` sends an SD-size bfloat16 decode at 256 px (620 GFLOP) to Winograd on CPUs with
+    bfloat16 dot instructions only; float32 keeps `call_min_gflop`."""
+    monkeypatch.setattr(eqx_vae.nn._auto_conv, "cpu_flags", lambda: flags)
+    config = eqx_vae.preset_config("sd-vae-ft-mse")
+    model = eqx.filter_eval_shape(eqx_vae.AutoencoderKL, config, key=jax.random.key(0))
+    model = eqx_vae.with_compute_dtype(model, dtype)
+    shapes, static = eqx.partition(model, lambda leaf: isinstance(leaf, jax.ShapeDtypeStruct))
+    latent = jax.ShapeDtypeStruct((4, 32, 32), jnp.float32)
+    program = jax.jit(lambda p, z: eqx.combine(p, static).decode(z)).lower(shapes, latent).as_text()
+    on_winograd = dtype == "bfloat16" and flags != {"avx2"}
+    assert (program.count("stablehlo.convolution") <= 3) == on_winograd

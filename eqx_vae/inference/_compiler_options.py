@@ -17,21 +17,10 @@ import platform
 import equinox as eqx
 import jax
 
+from ..nn._cpu import cpu_flags
+
 _YNN_FUSION_TYPES = "xla_cpu_experimental_ynn_fusion_type"
 _CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
-
-
-def cpu_flags() -> frozenset[str]:
-    """The instruction-set flags of this machine's first CPU (`/proc/cpuinfo`); empty where that is not readable."""
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                key, _, value = line.partition(":")
-                if key.strip() == "flags":
-                    return frozenset(value.split())
-    except OSError:
-        pass
-    return frozenset()
 
 
 def _default_ynn_fusion_types() -> list[str]:

@@ -9,11 +9,13 @@ from collections.abc import Callable
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ._conv import conv_layers
 from ._conv_backends import AutoConv, WinogradConv, XlaConv
 from ._conv_work import counting_conv_work
+from ._cpu import cpu_flags, has_bfloat16_dots
 from ._jaxprs import jaxpr_equations
 
 
@@ -53,11 +55,17 @@ def _replacing_auto_conv(module, backend):
 
 def _call_rule(convs: list, args: tuple) -> tuple[float, float] | None:
     """The (`call_min_gflop`, `call_max_gflop`) that settle a call on `args` of the module with these convs, the
-    strictest of its AutoConvs; None where the whole-call rule does not apply (see `resolve_auto_conv`)."""
+    strictest of its AutoConvs (`bfloat16_call_min_gflop` for bfloat16 convs on a CPU with bfloat16 dots); None
+    where the whole-call rule does not apply (see `resolve_auto_conv`)."""
     autos = [conv.backend for conv in convs if isinstance(conv.backend, AutoConv)]
     if not autos or jax.default_backend() != "cpu" or any(conv.spatial_axis is not None for conv in convs):
         return None
-    threshold = min(auto.call_min_gflop for auto in autos)
+    bfloat16 = all(conv.dtype == jnp.bfloat16 for conv in convs) and has_bfloat16_dots(cpu_flags())
+    thresholds = [
+        auto.bfloat16_call_min_gflop if bfloat16 and auto.bfloat16_call_min_gflop is not None else auto.call_min_gflop
+        for auto in autos
+    ]
+    threshold = min(thresholds)
     limit = min(auto.call_max_gflop for auto in autos)
     if threshold == float("inf") or threshold > limit:
         return None

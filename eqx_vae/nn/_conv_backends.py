@@ -233,10 +233,16 @@ class AutoConv(AbstractConvBackend):
     more memory (its large convs run in row bands, `WinogradConv.band_elements`). Smaller calls stay with XLA, whose
     first call is several seconds shorter. Mixing the two backends within one call cost more than it saved.
     `call_max_gflop` (no limit by default) sends calls above it back to XLA.
+
+    `bfloat16_call_min_gflop` replaces `call_min_gflop` for a call whose convs all compute in bfloat16 on a CPU that
+    multiplies bfloat16 in hardware (AVX512-BF16 or AMX; None: no difference). There XLA's convolution runs bfloat16
+    no faster than float32, while the Winograd products use those instructions, so the SD-size decode and encode
+    from 256 px (620 and 270 GFLOP) go to Winograd as well.
     """
 
     call_min_gflop: float = eqx.field(static=True, default=1000.0)
     call_max_gflop: float = eqx.field(static=True, default=float("inf"))
+    bfloat16_call_min_gflop: float | None = eqx.field(static=True, default=250.0)
     upsample_min_gflop: float = eqx.field(static=True, default=250.0)
     conv_min_gflop: float = eqx.field(static=True, default=float("inf"))
 
