@@ -86,6 +86,11 @@ def test_bfloat16_compute_stays_close_to_float32_and_to_diffusers(saved, model):
     assert error > 1e-4  # ... and it did compute in bfloat16
 
 
+def _relative_rms(values: np.ndarray, exact: np.ndarray) -> float:
+    """Root-mean-square error relative to `exact`'s: the largest error of a bfloat16 output hangs on one rounding."""
+    return float(np.sqrt(np.mean((values - exact) ** 2) / np.mean(exact**2)))
+
+
 @pytest.mark.parametrize("backend", [eqx_vae.XlaConv(), eqx_vae.WinogradConv()], ids=["xla", "winograd"])
 def test_bfloat16_error_is_about_diffusers_own_bfloat16_error(saved, model, backend):
     """bfloat16 compute on each conv backend ends up as far from diffusers' float32 result as diffusers' own
@@ -104,9 +109,8 @@ def test_bfloat16_error_is_about_diffusers_own_bfloat16_error(saved, model, back
         "encode": np.asarray(eqx_vae.encode(low_model, images).mean.astype(jnp.float32)),
     }
     for what, exact, theirs in [("decode", decoded, decoded_low), ("encode", encoded, encoded_low)]:
-        # root-mean-square errors: the largest error of a bfloat16 output hangs on a single rounding
-        relative = lambda values: np.sqrt(np.mean((values - exact) ** 2) / np.mean(exact**2))  # noqa: E731
-        assert relative(ours[what]) <= 1.2 * relative(theirs), (what, relative(ours[what]), relative(theirs))
+        error, their_error = _relative_rms(ours[what], exact), _relative_rms(theirs, exact)
+        assert error <= 1.2 * their_error, (what, error, their_error)
 
 
 @pytest.mark.parametrize("option", ["dtype", "param_dtype"])
