@@ -186,8 +186,8 @@ class WinogradConv(AbstractConvBackend):
 
     def activates_in_float32(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> bool:
         # The fused Winograd conv: its activation and input transforms run in float32 and round once, to the
-        # compute dtype, for the products. In bfloat16 an SD-size decode at 256 px ran 0.92x the time of rounding
-        # the norm's and the activation's outputs, and compiled in 4.7 s instead of 5.7.
+        # compute dtype, for the products. In bfloat16 an SD-size decode at 256 px ran in 0.94x the time of rounding
+        # the norm's and the activation's outputs and compiled 0.5 s sooner (docs/conv_backends.md).
         padded_height, padded_width = x.shape[1] + 2, x.shape[2] + 2
         same_size = _is_same_size_3x3(weight, stride, padding)
         return same_size and uses_winograd(weight.shape, 1, padded_height, padded_width)
