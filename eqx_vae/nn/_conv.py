@@ -90,13 +90,11 @@ class Conv2d(eqx.Module):
         dtype first."""
         channels_last = self.computes_channels_last(x)
         wide = jnp.promote_types(self.dtype, jnp.float32)
-        if self.spatial_axis is None and wide != self.dtype and self._activates_in_float32(x):
+        takes_wide = self.backend.activates_in_float32(x, self.weight, stride=self.stride, padding=self.padding)
+        if self.spatial_axis is None and wide != self.dtype and takes_wide:
             normalised = norm(x, channels_last=channels_last, dtype=wide)
             return self._run(self.backend.conv_of_activated, normalised, x_dtype=wide, activation=activation)
         return self.of_activated(norm(x, channels_last=channels_last), activation)
-
-    def _activates_in_float32(self, x: Float[Array, "in_channels height width"]) -> bool:
-        return self.backend.activates_in_float32(x, self.weight, stride=self.stride, padding=self.padding)
 
     def of_activated(
         self, x: Float[Array, "in_channels height width"], activation: Callable[[Array], Array]

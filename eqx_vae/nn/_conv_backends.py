@@ -182,7 +182,7 @@ class WinogradConv(AbstractConvBackend):
     ) -> Output:
         if self.activates_in_float32(x, weight, stride=stride, padding=padding):
             return activated_winograd_conv3x3(x, weight, activation, bias, self.band_elements)
-        return self.conv(activation(x).astype(weight.dtype), weight, stride=stride, padding=padding, bias=bias)
+        return self.conv(activation(x), weight, stride=stride, padding=padding, bias=bias)
 
     def activates_in_float32(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> bool:
         # The fused Winograd conv: its activation and input transforms run in float32 and round once, to the
