@@ -12,6 +12,7 @@ import pytest
 
 import eqx_vae
 from eqx_vae.nn._canonical_conv import canonical_conv
+from helpers import float64_enabled
 
 CANONICAL = {"b01f_01io->b01f"}
 CONV_CASES = [  # (in, out, kernel, stride, padding): resnet conv, shortcut, downsampler
@@ -120,22 +121,27 @@ def test_gradients_inside_loops_compile_to_the_fast_cpu_kernel(small_model):
 
 
 def test_second_derivatives_equal_those_of_jax_own_conv():
-    """Forward over reverse (Hessian-vector products) and reverse over reverse go through the custom derivative."""
+    """Forward over reverse (Hessian-vector products) and reverse over reverse go through the custom derivative.
+
+    Both run in float64, where the two ways of summing agree far below any float32 rounding."""
     keys = jax.random.split(jax.random.key(7), 4)
-    x, x_dot = jax.random.normal(keys[0], (1, 7, 6, 5)), jax.random.normal(keys[1], (1, 7, 6, 5))
-    kernel, kernel_dot = jax.random.normal(keys[2], (3, 3, 5, 4)), jax.random.normal(keys[3], (3, 3, 5, 4))
+    shapes = [(1, 7, 6, 5), (1, 7, 6, 5), (3, 3, 5, 4), (3, 3, 5, 4)]
     padding = ((1, 1), (1, 1))
 
     def plain(x, kernel):
         return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-    def second_derivatives(conv):
+    def second_derivatives(conv, x, x_dot, kernel, kernel_dot):
         energy = lambda x, k: jnp.sum(jnp.tanh(conv(x, k)))  # noqa: E731
         gradient = jax.grad(energy, argnums=(0, 1))
         hvp = jax.jvp(gradient, (x, kernel), (x_dot, kernel_dot))[1]
         rev_rev = jax.grad(lambda x, k: jnp.sum(gradient(x, k)[1] ** 2), argnums=(0, 1))(x, kernel)
         return hvp, rev_rev
 
-    ours = second_derivatives(lambda x, k: canonical_conv(x, k, 1, padding))
-    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(second_derivatives(plain)), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    with float64_enabled():
+        arrays = [jax.random.normal(key, shape, jnp.float64) for key, shape in zip(keys, shapes, strict=True)]
+        ours = second_derivatives(lambda x, k: canonical_conv(x, k, 1, padding), *arrays)
+        reference = second_derivatives(plain, *arrays)
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference), strict=True):
+            assert a.dtype == jnp.float64
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
