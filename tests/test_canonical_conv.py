@@ -9,10 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import float64_enabled
 
 import eqx_vae
+from eqx_vae.nn import _canonical_conv
 from eqx_vae.nn._canonical_conv import canonical_conv
-from helpers import float64_enabled
 
 CANONICAL = {"b01f_01io->b01f"}
 CONV_CASES = [  # (in, out, kernel, stride, padding): resnet conv, shortcut, downsampler
@@ -26,11 +27,16 @@ def _conv_dim_labels(compiled_text: str) -> set[str]:
     return set(re.findall(r" convolution\(.*?dim_labels=([^,\s}]+)", compiled_text))
 
 
+@pytest.mark.parametrize("band_pixels", [None, 8], ids=["one_band", "row_bands"])
 @pytest.mark.parametrize(("in_channels", "out_channels", "kernel_size", "stride", "padding"), CONV_CASES)
 def test_canonical_conv_and_its_derivatives_match_torch_float64(
-    in_channels, out_channels, kernel_size, stride, padding
+    in_channels, out_channels, kernel_size, stride, padding, band_pixels, monkeypatch
 ):
+    """Values, both gradients and the forward-mode derivative; with `row_bands` the weight's gradient runs a band
+    per output row."""
     torch = pytest.importorskip("torch")
+    if band_pixels is not None:
+        monkeypatch.setattr(_canonical_conv, "WEIGHT_GRADIENT_BAND_PIXELS", band_pixels)
     keys = jax.random.split(jax.random.key(kernel_size + stride), 5)
     x = jax.random.normal(keys[0], (2, 9, 11, in_channels))
     kernel = jax.random.normal(keys[1], (kernel_size, kernel_size, in_channels, out_channels))
@@ -92,7 +98,17 @@ def test_encode_and_decode_under_lax_map_compile_to_the_fast_cpu_kernel(small_mo
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA's CPU convolution kernels")
-def test_gradients_inside_loops_compile_to_the_fast_cpu_kernel(small_model):
+@pytest.mark.parametrize("band_pixels", [None, 64], ids=["one_band", "row_bands"])
+def test_gradients_inside_loops_compile_to_the_fast_cpu_kernel(small_model, band_pixels, monkeypatch, request):
+    """With `row_bands`, the weight gradients of the 16x16 convs run in bands of 4 rows (more convs, all canonical)."""
+    if band_pixels is not None:
+        one_band_convs = _convs_in_a_training_step(small_model)
+        monkeypatch.setattr(_canonical_conv, "WEIGHT_GRADIENT_BAND_PIXELS", band_pixels)
+        # the model's blocks are nested jits, whose traces are cached: trace them with the bands, and drop those
+        # traces afterwards
+        _clear_trace_caches()
+        request.addfinalizer(_clear_trace_caches)
+        assert _convs_in_a_training_step(small_model) > one_band_convs
     model, latents, images = _model_and_inputs(small_model, eqx_vae.AutoConv())
     params, static = eqx.partition(model, eqx.is_array)
 
@@ -118,6 +134,18 @@ def test_gradients_inside_loops_compile_to_the_fast_cpu_kernel(small_model):
         params = step(params, batch)
     for ours, reference in zip(jax.tree.leaves(trained), jax.tree.leaves(params), strict=True):
         np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+def _clear_trace_caches() -> None:
+    jax.clear_caches()
+    eqx.clear_caches()
+
+
+def _convs_in_a_training_step(model) -> int:
+    params, static = eqx.partition(model, eqx.is_array)
+    images = jax.random.uniform(jax.random.key(2), (2, 3, 16, 16), minval=-1, maxval=1)
+    grad = jax.grad(lambda params: jnp.mean((jax.vmap(eqx.combine(params, static))(images) - images) ** 2))
+    return jax.jit(grad).lower(params).compile().as_text().count(" convolution(")
 
 
 def test_second_derivatives_equal_those_of_jax_own_conv():

@@ -6,12 +6,13 @@ rewrites other forms into that one, but only for top-level convolutions: inside 
 `fori_loop`) a convolution runs as written, and any other form is a naive loop, 10-100x slower.
 
 JAX's own derivative of a convolution writes the input's gradient with the kernel's axes swapped and the weight's
-gradient with the batch and feature axes swapped: inside a loop body, both would run as naive loops. Here the input's
-tangent convolution is written in the form whose transpose (what reverse mode runs) is canonical. The weight's
-gradient of a stride-1 conv is one matmul per kernel tap over all pixels (`_shifted_matmul_conv`): as a canonical
-convolution, with the image as the batch, XLA's CPU kernel ran it at a third of the matmuls' rate at 256x256. Stride-2
-convs keep the canonical form for it. The values are the same to float32 rounding. Forward-mode derivatives
-(`jax.jvp`) still work and run these tangent forms (naive only inside a loop body).
+gradient with the batch and feature axes swapped: inside a loop body, both would run as naive loops. Here the
+tangent convolutions are written in the forms whose transposes (what reverse mode runs) are canonical; the values are
+the same. Forward-mode derivatives (`jax.jvp`) still work and run those tangent forms (naive only inside a loop body).
+
+The weight's gradient runs in row bands of the output, summed: as one convolution over a whole large image (the
+image as the batch, the output's cotangent as a kernel of the image's size) XLA's CPU kernel slowed down about 3x
+once that kernel passed 2**15 pixels.
 """
 
 import functools
@@ -22,6 +23,10 @@ from jax.custom_derivatives import SymbolicZero
 from jaxtyping import Array, Float
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
+
+# Output pixels per row band of a weight's gradient (at least one row): 2**14 ran at 180-220 GFLOP/s on an AVX-512
+# EPYC, against 56-70 for one 256x256 band (`docs/performance.md`)
+WEIGHT_GRADIENT_BAND_PIXELS = 2**14
 
 
 def _conv(x: Array, kernel: Array, stride: int, padding: Padding, spec: tuple[str, str, str]) -> Array:
@@ -40,35 +45,6 @@ def canonical_conv(
     return _conv(x, kernel, stride, padding, ("NHWC", "HWIO", "NHWC"))
 
 
-def _shifted_matmul_conv(
-    x: Float[Array, "batch height width in_channels"],
-    kernel: Float[Array, "kernel_height kernel_width in_channels out_channels"],
-    padding: Padding,
-) -> Float[Array, "batch out_height out_width out_channels"]:
-    """The stride-1 convolution as one `(pixels, in) @ (in, out)` matmul per kernel tap, summed.
-
-    The padded image is flattened row by row, so tap `(a, b)` of every output pixel is the flat image shifted by
-    `a * padded_width + b`: one contiguous slice. The output is computed on the padded width and cropped (the extra
-    columns cost `kernel_width - 1` columns of work). Its transpose in the kernel, the weight's gradient, is one
-    matmul per tap with the pixels contracted.
-    """
-    kernel_height, kernel_width, in_channels, out_channels = kernel.shape
-    (top, bottom), (left, right) = padding
-    # one extra zero row keeps the last tap's slice inside the flat image
-    padded = jnp.pad(x, ((0, 0), (top, bottom + 1), (left, right), (0, 0)))
-    batch, padded_height, padded_width, _ = padded.shape
-    out_height = padded_height - kernel_height
-    out_width = padded_width - kernel_width + 1
-    flat = padded.reshape(batch, padded_height * padded_width, in_channels)
-    pixels = out_height * padded_width
-    out = sum(
-        jnp.einsum("bpi,io->bpo", flat[:, a * padded_width + b : a * padded_width + b + pixels], kernel[a, b])
-        for a in range(kernel_height)
-        for b in range(kernel_width)
-    )
-    return out.reshape(batch, out_height, padded_width, out_channels)[:, :, :out_width]
-
-
 def _canonical_conv_jvp(stride: int, padding: Padding, primals: tuple, tangents: tuple) -> tuple[Array, Array]:
     x, kernel = primals
     x_dot, kernel_dot = tangents
@@ -77,15 +53,38 @@ def _canonical_conv_jvp(stride: int, padding: Padding, primals: tuple, tangents:
     if not isinstance(x_dot, SymbolicZero):
         # the kernel as (kh, kw, out, in): transposed for the input's gradient, it is (kh, kw, in, out)
         out_dot += _conv(x_dot, jnp.swapaxes(kernel, 2, 3), stride, padding, ("NHWC", "HWOI", "NHWC"))
-    if not isinstance(kernel_dot, SymbolicZero) and stride == 1:
-        out_dot += _shifted_matmul_conv(x, kernel_dot, padding)
-    elif not isinstance(kernel_dot, SymbolicZero):
-        # the image as (in, h, w, batch), the kernel as (in, kh, kw, out) and the output as (h, w, batch, out):
-        # transposed for the weight's gradient, the image is the batch, the output's cotangent the kernel
-        x_t = jnp.transpose(x, (3, 1, 2, 0))
-        out_dot_t = _conv(x_t, jnp.transpose(kernel_dot, (2, 0, 1, 3)), stride, padding, ("CHWN", "IHWO", "HWNC"))
-        out_dot += jnp.transpose(out_dot_t, (2, 0, 1, 3))
+    if not isinstance(kernel_dot, SymbolicZero):
+        out_dot += _weight_tangent(x, kernel_dot, stride, padding)
     return out, out_dot
+
+
+def _weight_tangent(
+    x: Float[Array, "batch height width in_channels"],
+    kernel_dot: Float[Array, "kernel_height kernel_width in_channels out_channels"],
+    stride: int,
+    padding: Padding,
+) -> Float[Array, "batch out_height out_width out_channels"]:
+    """`conv(x, kernel_dot)`, row band by row band of at most `WEIGHT_GRADIENT_BAND_PIXELS` output pixels, each
+    written with the image as `(in, h, w, batch)`, the kernel as `(in, kh, kw, out)` and the output as
+    `(h, w, batch, out)`: transposed for the weight's gradient, the image is the batch and the output's cotangent
+    the kernel, a canonical convolution."""
+    kernel_height, kernel_width = kernel_dot.shape[:2]
+    kernel_t = jnp.transpose(kernel_dot, (2, 0, 1, 3))
+    spec = ("CHWN", "IHWO", "HWNC")
+    (top, bottom), (left, right) = padding
+    out_height = (x.shape[1] + top + bottom - kernel_height) // stride + 1
+    out_width = (x.shape[2] + left + right - kernel_width) // stride + 1
+    rows = max(1, WEIGHT_GRADIENT_BAND_PIXELS // out_width)
+    if rows >= out_height:
+        out_t = _conv(jnp.transpose(x, (3, 1, 2, 0)), kernel_t, stride, padding, spec)
+        return jnp.transpose(out_t, (2, 0, 1, 3))
+    padded_t = jnp.transpose(jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0))), (3, 1, 2, 0))
+    bands = []
+    for start in range(0, out_height, rows):
+        count = min(rows, out_height - start)
+        band = padded_t[:, start * stride : start * stride + (count - 1) * stride + kernel_height]
+        bands.append(_conv(band, kernel_t, stride, ((0, 0), (0, 0)), spec))
+    return jnp.transpose(jnp.concatenate(bands, axis=0), (2, 0, 1, 3))
 
 
 canonical_conv.defjvp(_canonical_conv_jvp, symbolic_zeros=True)
