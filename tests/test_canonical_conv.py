@@ -27,16 +27,16 @@ def _conv_dim_labels(compiled_text: str) -> set[str]:
     return set(re.findall(r" convolution\(.*?dim_labels=([^,\s}]+)", compiled_text))
 
 
-@pytest.mark.parametrize("band_pixels", [None, 8], ids=["one_band", "row_bands"])
+@pytest.mark.parametrize("band_elements", [None, 8], ids=["one_band", "row_bands"])
 @pytest.mark.parametrize(("in_channels", "out_channels", "kernel_size", "stride", "padding"), CONV_CASES)
 def test_canonical_conv_and_its_derivatives_match_torch_float64(
-    in_channels, out_channels, kernel_size, stride, padding, band_pixels, monkeypatch
+    in_channels, out_channels, kernel_size, stride, padding, band_elements, monkeypatch
 ):
     """Values, both gradients and the forward-mode derivative; with `row_bands` the weight's gradient runs a band
     per output row."""
     torch = pytest.importorskip("torch")
-    if band_pixels is not None:
-        monkeypatch.setattr(_canonical_conv, "WEIGHT_GRADIENT_BAND_PIXELS", band_pixels)
+    if band_elements is not None:
+        monkeypatch.setattr(_canonical_conv, "WEIGHT_GRADIENT_BAND_ELEMENTS", band_elements)
     keys = jax.random.split(jax.random.key(kernel_size + stride), 5)
     x = jax.random.normal(keys[0], (2, 9, 11, in_channels))
     kernel = jax.random.normal(keys[1], (kernel_size, kernel_size, in_channels, out_channels))
@@ -98,12 +98,13 @@ def test_encode_and_decode_under_lax_map_compile_to_the_fast_cpu_kernel(small_mo
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA's CPU convolution kernels")
-@pytest.mark.parametrize("band_pixels", [None, 64], ids=["one_band", "row_bands"])
-def test_gradients_inside_loops_compile_to_the_fast_cpu_kernel(small_model, band_pixels, monkeypatch, request):
-    """With `row_bands`, the weight gradients of the 16x16 convs run in bands of 4 rows (more convs, all canonical)."""
-    if band_pixels is not None:
+@pytest.mark.parametrize("band_elements", [None, 1024], ids=["one_band", "row_bands"])
+def test_gradients_inside_loops_compile_to_the_fast_cpu_kernel(small_model, band_elements, monkeypatch, request):
+    """With `row_bands`, the weight gradients of the 16x16 convs run in 2 or 4 row bands (more convs, all
+    canonical)."""
+    if band_elements is not None:
         one_band_convs = _convs_in_a_training_step(small_model)
-        monkeypatch.setattr(_canonical_conv, "WEIGHT_GRADIENT_BAND_PIXELS", band_pixels)
+        monkeypatch.setattr(_canonical_conv, "WEIGHT_GRADIENT_BAND_ELEMENTS", band_elements)
         # the model's blocks are nested jits, whose traces are cached: trace them with the bands, and drop those
         # traces afterwards
         _clear_trace_caches()

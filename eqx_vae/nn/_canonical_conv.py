@@ -11,8 +11,8 @@ tangent convolutions are written in the forms whose transposes (what reverse mod
 the same. Forward-mode derivatives (`jax.jvp`) still work and run those tangent forms (naive only inside a loop body).
 
 The weight's gradient runs in row bands of the output, summed: as one convolution over a whole large image (the
-image as the batch, the output's cotangent as a kernel of the image's size) XLA's CPU kernel slowed down about 3x
-once that kernel passed 2**15 pixels.
+image as the batch, the output's cotangent as a kernel of the image's size) XLA's CPU kernel slowed down 2-4x once
+that kernel passed about 2**22 values.
 """
 
 import functools
@@ -24,9 +24,10 @@ from jaxtyping import Array, Float
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
-# Output pixels per row band of a weight's gradient (at least one row): 2**14 ran at 180-220 GFLOP/s on an AVX-512
-# EPYC, against 56-70 for one 256x256 band (`docs/performance.md`)
-WEIGHT_GRADIENT_BAND_PIXELS = 2**14
+# Output pixels x channels (the larger of in and out) per row band of a weight's gradient, at least one row: bands of
+# this size ran at 190-230 GFLOP/s on an AVX-512 EPYC, against 56-120 for one band of 8-64 times the size
+# (`docs/conv_backends.md`)
+WEIGHT_GRADIENT_BAND_ELEMENTS = 2**21
 
 
 def _conv(x: Array, kernel: Array, stride: int, padding: Padding, spec: tuple[str, str, str]) -> Array:
@@ -64,9 +65,9 @@ def _weight_tangent(
     stride: int,
     padding: Padding,
 ) -> Float[Array, "batch out_height out_width out_channels"]:
-    """`conv(x, kernel_dot)`, row band by row band of at most `WEIGHT_GRADIENT_BAND_PIXELS` output pixels, each
-    written with the image as `(in, h, w, batch)`, the kernel as `(in, kh, kw, out)` and the output as
-    `(h, w, batch, out)`: transposed for the weight's gradient, the image is the batch and the output's cotangent
+    """`conv(x, kernel_dot)`, row band by row band of at most `WEIGHT_GRADIENT_BAND_ELEMENTS` output pixels x
+    channels, each written with the image as `(in, h, w, batch)`, the kernel as `(in, kh, kw, out)` and the output
+    as `(h, w, batch, out)`: transposed for the weight's gradient, the image is the batch and the output's cotangent
     the kernel, a canonical convolution."""
     kernel_height, kernel_width = kernel_dot.shape[:2]
     kernel_t = jnp.transpose(kernel_dot, (2, 0, 1, 3))
@@ -74,7 +75,7 @@ def _weight_tangent(
     (top, bottom), (left, right) = padding
     out_height = (x.shape[1] + top + bottom - kernel_height) // stride + 1
     out_width = (x.shape[2] + left + right - kernel_width) // stride + 1
-    rows = max(1, WEIGHT_GRADIENT_BAND_PIXELS // out_width)
+    rows = max(1, WEIGHT_GRADIENT_BAND_ELEMENTS // (out_width * max(kernel_dot.shape[2:])))
     if rows >= out_height:
         out_t = _conv(jnp.transpose(x, (3, 1, 2, 0)), kernel_t, stride, padding, spec)
         return jnp.transpose(out_t, (2, 0, 1, 3))
