@@ -145,6 +145,30 @@ class XlaConv(AbstractConvBackend):
         return self.conv(upsample_nearest_2x(x), weight, stride=stride, padding=padding, bias=bias)
 
 
+def _with_xla_derivative(
+    value: Callable[[Image, Weight, Bias], Output], derivative: Callable[[Image, Weight, Bias], Output]
+) -> Callable[[Image, Weight, Bias], Output]:
+    """A conv whose value is `value(x, weight, bias)` and whose derivatives are those of `derivative`, the same conv
+    written with XLA's convolution (`XlaConv`).
+
+    Differentiated through Winograd's matmuls, reverse mode keeps each conv's transformed input (4x the image) for
+    the backward pass, and its weight gradients are matmuls over all pixels. With XLA's derivative it keeps what
+    `XlaConv` keeps and runs `XlaConv`'s gradient convolutions, while the forward pass stays Winograd's.
+    """
+
+    @jax.custom_jvp
+    def conv(x, weight, bias):
+        return value(x, weight, bias)
+
+    @conv.defjvp
+    def conv_jvp(primals, tangents):
+        out = conv(*primals)
+        _, out_dot = jax.jvp(derivative, primals, tangents)
+        return out, out_dot.astype(out.dtype)
+
+    return conv
+
+
 def _is_same_size_3x3(weight: Weight, stride: int, padding: Padding) -> bool:
     return tuple(weight.shape[:2]) == (3, 3) and stride == 1 and padding == ((1, 1), (1, 1))
 
@@ -166,9 +190,13 @@ class WinogradConv(AbstractConvBackend):
     band_elements: int | None = eqx.field(static=True, default=2**26)
 
     def conv(self, x: Image, weight: Weight, *, stride: int, padding: Padding, bias: Bias = None) -> Output:
+        xla = lambda x, weight, bias: XlaConv().conv(x, weight, stride=stride, padding=padding, bias=bias)  # noqa: E731
         if not uses_matmuls(weight.shape):
-            return XlaConv().conv(x, weight, stride=stride, padding=padding, bias=bias)
-        return matmul_conv(jnp.pad(x, ((0, 0), *padding)), weight, stride, bias, self.band_elements)
+            return xla(x, weight, bias)
+        matmuls = lambda x, weight, bias: matmul_conv(  # noqa: E731
+            jnp.pad(x, ((0, 0), *padding)), weight, stride, bias, self.band_elements
+        )
+        return _with_xla_derivative(matmuls, xla)(x, weight, bias)
 
     def conv_of_activated(
         self,
@@ -180,9 +208,15 @@ class WinogradConv(AbstractConvBackend):
         activation: Callable[[Array], Array],
         bias: Bias = None,
     ) -> Output:
-        if self.activates_in_float32(x, weight, stride=stride, padding=padding):
-            return activated_winograd_conv3x3(x, weight, activation, bias, self.band_elements)
-        return self.conv(activation(x), weight, stride=stride, padding=padding, bias=bias)
+        if not self.activates_in_float32(x, weight, stride=stride, padding=padding):
+            return self.conv(activation(x), weight, stride=stride, padding=padding, bias=bias)
+        winograd = lambda x, weight, bias: activated_winograd_conv3x3(  # noqa: E731
+            x, weight, activation, bias, self.band_elements
+        )
+        xla = lambda x, weight, bias: XlaConv().conv_of_activated(  # noqa: E731
+            x.astype(weight.dtype), weight, stride=stride, padding=padding, activation=activation, bias=bias
+        )
+        return _with_xla_derivative(winograd, xla)(x, weight, bias)
 
     def activates_in_float32(self, x: Image, weight: Weight, *, stride: int, padding: Padding) -> bool:
         # The fused Winograd conv: its activation and input transforms run in float32 and round once, to the
@@ -195,9 +229,15 @@ class WinogradConv(AbstractConvBackend):
     def conv_of_upsampled(
         self, x: Image, weight: Weight, *, stride: int, padding: Padding, bias: Bias = None
     ) -> Output:
-        if _is_same_size_3x3(weight, stride, padding) and uses_matmuls(weight.shape):
-            return upsample_conv3x3(jnp.pad(x, ((0, 0), (1, 1), (1, 1))), weight, bias, self.band_elements)
-        return self.conv(upsample_nearest_2x(x), weight, stride=stride, padding=padding, bias=bias)
+        if not (_is_same_size_3x3(weight, stride, padding) and uses_matmuls(weight.shape)):
+            return self.conv(upsample_nearest_2x(x), weight, stride=stride, padding=padding, bias=bias)
+        sub_pixel = lambda x, weight, bias: upsample_conv3x3(  # noqa: E731
+            jnp.pad(x, ((0, 0), (1, 1), (1, 1))), weight, bias, self.band_elements
+        )
+        xla = lambda x, weight, bias: XlaConv().conv_of_upsampled(  # noqa: E731
+            x, weight, stride=stride, padding=padding, bias=bias
+        )
+        return _with_xla_derivative(sub_pixel, xla)(x, weight, bias)
 
 
 def conv_gflop(weight_shape: tuple[int, ...], out_height: int, out_width: int) -> float:
