@@ -180,6 +180,7 @@ class WinogradConv(AbstractConvBackend):
     input's 2x2 phases; nearest 2x upsampling + 3x3 conv is four 2x2 convs of the small image; strided and 1x1 convs
     are one matmul per tap. Convs with fewer than `MATMUL_MIN_CHANNELS` channels in or out (an image's 3, a latent's
     4) use XLA's convolution, which is faster for them. Faster than `XlaConv` on CPU, several times longer to compile.
+    The derivatives are `XlaConv`'s (`_with_xla_derivative`): the same gradients, and no more memory kept for them.
 
     A Winograd or upsampler conv whose input channels x output pixels exceed `band_elements` runs in row bands of at
     most that size, one after another, so its temporaries stay about `16 * band_elements` bytes in float32 (1 GiB by
