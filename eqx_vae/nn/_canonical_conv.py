@@ -30,6 +30,11 @@ Padding = tuple[tuple[int, int], tuple[int, int]]
 WEIGHT_GRADIENT_BAND_ELEMENTS = 2**21
 
 
+def conv_out_size(size: int, pads: tuple[int, int], kernel: int, stride: int) -> int:
+    """The output length of a convolution along one axis of `size`, zero-padded by `pads`."""
+    return (size + pads[0] + pads[1] - kernel) // stride + 1
+
+
 def _conv(x: Array, kernel: Array, stride: int, padding: Padding, spec: tuple[str, str, str]) -> Array:
     return jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding, dimension_numbers=spec)
 
@@ -72,14 +77,13 @@ def _weight_tangent(
     kernel_height, kernel_width = kernel_dot.shape[:2]
     kernel_t = jnp.transpose(kernel_dot, (2, 0, 1, 3))
     spec = ("CHWN", "IHWO", "HWNC")
-    (top, bottom), (left, right) = padding
-    out_height = (x.shape[1] + top + bottom - kernel_height) // stride + 1
-    out_width = (x.shape[2] + left + right - kernel_width) // stride + 1
+    out_height = conv_out_size(x.shape[1], padding[0], kernel_height, stride)
+    out_width = conv_out_size(x.shape[2], padding[1], kernel_width, stride)
     rows = max(1, WEIGHT_GRADIENT_BAND_ELEMENTS // (out_width * max(kernel_dot.shape[2:])))
     if rows >= out_height:
         out_t = _conv(jnp.transpose(x, (3, 1, 2, 0)), kernel_t, stride, padding, spec)
         return jnp.transpose(out_t, (2, 0, 1, 3))
-    padded_t = jnp.transpose(jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0))), (3, 1, 2, 0))
+    padded_t = jnp.transpose(jnp.pad(x, ((0, 0), *padding, (0, 0))), (3, 1, 2, 0))
     bands = []
     for start in range(0, out_height, rows):
         count = min(rows, out_height - start)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._canonical_conv import canonical_conv
+from ._canonical_conv import canonical_conv, conv_out_size
 from ._conv_work import add_conv_work
 from ._layout import Kernel, to_channels_first, to_channels_last
 from ._matmul_conv import (
@@ -247,15 +247,11 @@ def conv_gflop(weight_shape: tuple[int, ...], out_height: int, out_width: int) -
     return 2 * out_channels * in_channels * kernel_height * kernel_width * out_height * out_width / 1e9
 
 
-def _out_size(size: int, pads: tuple[int, int], kernel: int, stride: int) -> int:
-    return (size + pads[0] + pads[1] - kernel) // stride + 1
-
-
 def _conv_work_gflop(x: Image, weight: Weight, stride: int, padding: Padding, upsampled: bool) -> float:
     """GFLOP of XLA's direct conv of `x` (upsampled 2x first if `upsampled`) with `weight`."""
     scale = 2 if upsampled else 1
-    out_height = _out_size(scale * x.shape[1], padding[0], weight.shape[0], stride)
-    out_width = _out_size(scale * x.shape[2], padding[1], weight.shape[1], stride)
+    out_height = conv_out_size(scale * x.shape[1], padding[0], weight.shape[0], stride)
+    out_width = conv_out_size(scale * x.shape[2], padding[1], weight.shape[1], stride)
     return conv_gflop(weight.shape, out_height, out_width)
 
 
