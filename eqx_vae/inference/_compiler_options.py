@@ -18,6 +18,7 @@ import equinox as eqx
 import jax
 
 from ..nn._cpu import cpu_flags
+from ..nn._repeated_calls import call_with_repeated_call_rule
 
 _YNN_FUSION_TYPES = "xla_cpu_experimental_ynn_fusion_type"
 _CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
@@ -78,11 +79,16 @@ def _at_top_level() -> bool:
     return trace_state_clean()
 
 
-def filter_jit(fn):
+def filter_jit(fn=None, *, repeated_call_rule: bool = True):
     """`eqx.filter_jit(fn)`, compiled with `compiler_options()` when called at top level (decided at the call, so
     that importing eqx_vae starts no backend). Inside another trace (a user's `jax.jit`, `eqx.filter_eval_shape`,
     `jax.grad`) it is the plain jit: jax takes compiler options only from the outermost jit, whose compile covers
-    this function too."""
+    this function too.
+
+    `fn` takes the model first. At top level its `AutoConv`s follow the repeated-call rule
+    (`AutoConv.repeated_call_gflop`) unless `repeated_call_rule=False`."""
+    if fn is None:
+        return functools.partial(filter_jit, repeated_call_rule=repeated_call_rule)
     plain = eqx.filter_jit(fn)
 
     @functools.cache
@@ -94,6 +100,8 @@ def filter_jit(fn):
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
+        if repeated_call_rule and _at_top_level():
+            return call_with_repeated_call_rule(jitted(), *args, **kwargs)
         return jitted()(*args, **kwargs)
 
     call.lower = lambda *args, **kwargs: jitted().lower(*args, **kwargs)

@@ -103,12 +103,12 @@ def _spatial_call(model, x, fn, mesh: Mesh, spatial: str, batch_axis: str | None
     return jax.shard_map(body, mesh=mesh, in_specs=(PartitionSpec(), spec), out_specs=spec)(arrays, x)
 
 
-@filter_jit
+@filter_jit(repeated_call_rule=False)  # its convs run in bands over devices
 def _spatial_moments(model, images, mesh, spatial, batch_axis):
     return _spatial_call(model, images, lambda m, x: m.moments(x), mesh, spatial, batch_axis)
 
 
-@filter_jit
+@filter_jit(repeated_call_rule=False)  # its convs run in bands over devices
 def _spatial_decode(model, latents, mesh, spatial, batch_axis):
     model = upcast_for_decode(model)
     return _spatial_call(model, latents, lambda m, z: m.decode(z), mesh, spatial, batch_axis)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ._conv import conv_layers
 from ._conv_backends import AutoConv, WinogradConv, XlaConv
-from ._conv_work import counting_conv_work
+from ._conv_work import add_conv_work, counting_conv_work
 from ._cpu import cpu_flags, has_bfloat16_dots
 from ._jaxprs import jaxpr_equations
 
@@ -47,7 +47,7 @@ def _gflop_bound(convs: list, args: tuple) -> float:
     return 2 * sum(conv.weight.size for conv in convs) * pixels * 64 / 1e9
 
 
-def _replacing_auto_conv(module, backend):
+def replacing_auto_conv(module, backend):
     """`module` with each `AutoConv` backend replaced by `backend` (other backends kept)."""
     is_auto = lambda node: isinstance(node, AutoConv)  # noqa: E731
     return jax.tree_util.tree_map(lambda node: backend if is_auto(node) else node, module, is_leaf=is_auto)
@@ -85,10 +85,10 @@ def resolve_auto_conv(module, *args, **kwargs):
     rule = _call_rule(conv_layers(module), args)
     if rule is None:
         return module
-    as_xla = _replacing_auto_conv(module, XlaConv())
+    as_xla = replacing_auto_conv(module, XlaConv())
     if not rule[0] <= call_gflop(lambda layer, *a, **k: layer(*a, **k), as_xla, *args, **kwargs) <= rule[1]:
         return module
-    return _replacing_auto_conv(module, WinogradConv())
+    return replacing_auto_conv(module, WinogradConv())
 
 
 def call_with_auto_conv(module, *args, **kwargs):
@@ -106,5 +106,6 @@ def call_with_auto_conv(module, *args, **kwargs):
     with counting_conv_work() as work:
         out = module(*args, **kwargs)
     if rule[0] <= work.gflop <= rule[1]:  # the first trace's equations are left unused: lowering drops them
-        return _replacing_auto_conv(module, WinogradConv())(*args, **kwargs)
+        return replacing_auto_conv(module, WinogradConv())(*args, **kwargs)
+    add_conv_work(work.gflop)  # the per-conv rules ran it: an enclosing count (`_repeated_calls`) sees this work
     return out
