@@ -276,10 +276,11 @@ class AutoConv(AbstractConvBackend):
     no faster than float32, while the Winograd products use those instructions, so the SD-size decode and encode
     from 256 px (620 and 270 GFLOP) go to Winograd as well.
 
-    `repeated_call_gflop`: once the top-level calls of one shape (`eqx_vae.decode` and the other entry points, on
-    concrete arrays) have run this much conv work on the per-conv rules, the calls after them run every AutoConv as
-    `WinogradConv`: one longer compile, then faster calls (an SD-size decode at 256 px switches at its eighth call).
-    `inf` turns this off.
+    Repeated calls: once the top-level calls of one shape (`eqx_vae.decode` and the other entry points, on concrete
+    arrays), each of at least `repeated_call_min_gflop` per image, have run `repeated_call_gflop` of conv work on the
+    per-conv rules, the calls after them run every AutoConv as `WinogradConv`: one longer compile, then faster calls
+    (an SD-size decode at 256 px switches at its eighth call, an encode at its sixteenth). Networks with convs
+    narrower than 128 channels stay on XLA. `repeated_call_gflop=inf` turns this off.
     """
 
     call_min_gflop: float = eqx.field(static=True, default=1000.0)
@@ -287,6 +288,7 @@ class AutoConv(AbstractConvBackend):
     bfloat16_call_min_gflop: float | None = eqx.field(static=True, default=250.0)
     upsample_min_gflop: float = eqx.field(static=True, default=250.0)
     conv_min_gflop: float = eqx.field(static=True, default=float("inf"))
+    repeated_call_min_gflop: float = eqx.field(static=True, default=250.0)
     repeated_call_gflop: float = eqx.field(static=True, default=4000.0)
 
     def _pick(self, x: Image, weight: Weight, stride: int, padding: Padding, upsampled: bool = False):

@@ -3,9 +3,11 @@
 On CPU, a call too small for the whole-call rule runs on XLA's convolution, whose compile takes a fraction of
 Winograd's. When a process makes the same call many times (a folder of latents, the tiles of a tiled decode), one
 Winograd compile is paid for by the faster runs that follow it. So, as a just-in-time compiler tiers up a hot loop:
-once the calls of one shape have run `AutoConv.repeated_call_gflop` GFLOP of convs on the per-conv rules, the calls
-after them run every AutoConv as `WinogradConv`. Which call switches depends only on the sequence of calls, so a
-script gives the same numbers on every run. Networks with narrow convs (`WIDE_CHANNELS`) stay on XLA.
+once the calls of one shape, each of at least `AutoConv.repeated_call_min_gflop` per example, have run
+`AutoConv.repeated_call_gflop` GFLOP of convs on the per-conv rules, the calls after them run every AutoConv as
+`WinogradConv`. Which call switches depends only on the sequence of calls, so a script gives the same numbers on
+every run. Smaller calls, and networks with narrow convs (`WIDE_CHANNELS`), stay on XLA: Winograd ran them no
+faster.
 
 Only top-level calls of eqx_vae's jitted entry points on concrete arrays are counted. Inside a user's trace
 (`jax.jit`, `jax.grad`, `jax.vmap`), `AutoConv` decides from the call alone.
@@ -29,6 +31,7 @@ class _Calls:
     """What the process has run of one call signature."""
 
     threshold: float  # the GFLOP after which the calls switch
+    example_min_gflop: float  # smaller calls stay on XLA
     example_max_gflop: float  # the whole-call rule's upper limit per example: larger calls stay on XLA
     example_gflop: float = 0.0  # conv work of one example, counted when the call was traced
     gflop: float = 0.0  # conv work run so far on the per-conv rules
@@ -59,7 +62,8 @@ def _new_calls(model) -> _Calls | None:
     threshold = min(auto.repeated_call_gflop for auto in autos)
     if threshold == float("inf"):
         return None
-    return _Calls(threshold, min(auto.call_max_gflop for auto in autos))
+    smallest = min(auto.repeated_call_min_gflop for auto in autos)
+    return _Calls(threshold, smallest, min(auto.call_max_gflop for auto in autos))
 
 
 def _signature(fn, model, args, kwargs) -> Hashable | None:
@@ -99,6 +103,7 @@ def call_with_repeated_call_rule(fn: Callable, model, *args, **kwargs):
     if work.gflop:
         calls.example_gflop = work.gflop
     calls.gflop += calls.example_gflop * _batch_size(args)
-    if calls.example_gflop and calls.example_gflop <= calls.example_max_gflop and calls.gflop >= calls.threshold:
+    large_enough = 0 < calls.example_gflop and calls.example_min_gflop <= calls.example_gflop
+    if large_enough and calls.example_gflop <= calls.example_max_gflop and calls.gflop >= calls.threshold:
         calls.on_winograd = True
     return out
