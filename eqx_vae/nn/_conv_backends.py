@@ -279,8 +279,8 @@ class AutoConv(AbstractConvBackend):
     Repeated calls: once the top-level calls of one shape (`eqx_vae.decode` and the other entry points, on concrete
     arrays), each of at least `repeated_call_min_gflop` per image, have run `repeated_call_gflop` of conv work on the
     per-conv rules, the calls after them run every AutoConv as `WinogradConv`: one longer compile, then faster calls
-    (an SD-size decode at 256 px switches at its eighth call, an encode at its sixteenth). Networks with convs
-    narrower than 128 channels stay on XLA. `repeated_call_gflop=inf` turns this off.
+    (an SD-size decode at 256 px switches at its eighth call, an encode at its sixteenth). Networks with 3x3 convs
+    narrower than 96 channels stay on XLA. `repeated_call_gflop=inf` turns this off.
     """
 
     call_min_gflop: float = eqx.field(static=True, default=1000.0)

@@ -42,8 +42,8 @@ _calls: dict[Hashable, _Calls | None] = {}
 
 # Narrower networks gain nothing from Winograd: the shipped default model (32 to 128 channels) decoded at 1.01-1.04x
 # and encoded at 1.25-1.38x XLA's time, where the SD-size VAE (128 to 512) decodes at 0.69x and encodes at 0.82-0.91x
-# (at 256 px; docs/conv_backends.md).
-WIDE_CHANNELS = 128
+# and Flux.2's small decoder (96 to 384) decodes at 0.71x (at 256 px; docs/conv_backends.md).
+WIDE_CHANNELS = 96
 
 
 def _wide(convs) -> bool:
