@@ -105,3 +105,14 @@ def test_the_rule_is_off_on_other_platforms(backend, monkeypatch):
     assert _repeated_calls._new_calls(model) is not None
     monkeypatch.setattr(jax, "default_backend", lambda: backend)
     assert _repeated_calls._new_calls(model) is None
+
+
+def test_the_default_threshold_grows_with_the_cores_and_inf_turns_the_rule_off(monkeypatch):
+    from eqx_vae.nn import _repeated_calls
+
+    model = eqx_vae.AutoencoderKL(tiny_config(block_out_channels=WIDE), key=jax.random.key(0))
+    for cores in [2, 16]:
+        monkeypatch.setattr(_repeated_calls, "usable_cores", lambda cores=cores: cores)
+        assert _repeated_calls._new_calls(model).threshold == 2000.0 * cores
+    assert _repeated_calls._new_calls(_model(WIDE, 5e-9)).threshold == 5e-9
+    assert _repeated_calls._new_calls(_model(WIDE, float("inf"))) is None

@@ -279,7 +279,8 @@ class AutoConv(AbstractConvBackend):
     Repeated calls: once the top-level calls of one shape (`eqx_vae.decode` and the other entry points, on concrete
     arrays), each of at least `repeated_call_min_gflop` per image, have run `repeated_call_gflop` of conv work on the
     per-conv rules, the calls after them run every AutoConv as `WinogradConv`: one longer compile, then faster calls
-    (an SD-size decode at 256 px switches at its eighth call, an encode at its sixteenth). Networks with 3x3 convs
+    (on 2 cores an SD-size decode at 256 px switches at its eighth call, an encode at its sixteenth). None means
+    2000 GFLOP per usable CPU core, as more cores run the calls faster but not the compile. Networks with 3x3 convs
     narrower than 96 channels stay on XLA. `repeated_call_gflop=inf` turns this off.
     """
 
@@ -289,7 +290,7 @@ class AutoConv(AbstractConvBackend):
     upsample_min_gflop: float = eqx.field(static=True, default=250.0)
     conv_min_gflop: float = eqx.field(static=True, default=float("inf"))
     repeated_call_min_gflop: float = eqx.field(static=True, default=250.0)
-    repeated_call_gflop: float = eqx.field(static=True, default=4000.0)
+    repeated_call_gflop: float | None = eqx.field(static=True, default=None)
 
     def _pick(self, x: Image, weight: Weight, stride: int, padding: Padding, upsampled: bool = False):
         # A strided conv is judged by its work at stride 1, so a downsampler goes where the convs of its level go.

@@ -24,6 +24,7 @@ from ._auto_conv import replacing_auto_conv
 from ._conv import conv_layers
 from ._conv_backends import AutoConv, WinogradConv
 from ._conv_work import counting_conv_work
+from ._cpu import usable_cores
 
 
 @dataclasses.dataclass
@@ -45,6 +46,16 @@ _calls: dict[Hashable, _Calls | None] = {}
 # and Flux.2's small decoder (96 to 384) decodes at 0.71x (at 256 px; docs/conv_backends.md).
 WIDE_CHANNELS = 96
 
+# The default switch, per core: on 2 cores 4000 GFLOP, the work of 7 SD-size 256-px decodes, 10-11 s of XLA calls,
+# about what the switch costs (a 6-7 s call, against 1.8 s on XLA). More cores run the XLA calls faster but do not
+# compile as much faster, so the threshold grows with them and the switch comes after a like time.
+GFLOP_PER_CORE = 2000.0
+
+
+def repeated_call_threshold(auto: AutoConv) -> float:
+    """`auto.repeated_call_gflop`, or by default `GFLOP_PER_CORE` per usable core."""
+    return GFLOP_PER_CORE * usable_cores() if auto.repeated_call_gflop is None else auto.repeated_call_gflop
+
 
 def _wide(convs) -> bool:
     """Whether every spatial (not 1x1) conv has at least `WIDE_CHANNELS` channels on its wider side."""
@@ -60,7 +71,7 @@ def _new_calls(model) -> _Calls | None:
         return None
     if not _wide(convs):
         return None
-    threshold = min(auto.repeated_call_gflop for auto in autos)
+    threshold = min(repeated_call_threshold(auto) for auto in autos)
     if threshold == float("inf"):
         return None
     smallest = min(auto.repeated_call_min_gflop for auto in autos)

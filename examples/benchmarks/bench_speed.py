@@ -113,6 +113,7 @@ def settling_calls(model, op: str, x) -> int:
     `AutoConv`'s repeated-call rule moves calls of one shape to Winograd once they have run `repeated_call_gflop` of
     conv work (0 for other backends, and for calls that no rule moves)."""
     import eqx_vae
+    from eqx_vae.nn._repeated_calls import repeated_call_threshold
 
     autos = [conv.backend for conv in eqx_vae.nn.conv_layers(model) if isinstance(conv.backend, eqx_vae.AutoConv)]
     if not autos:
@@ -120,7 +121,7 @@ def settling_calls(model, op: str, x) -> int:
     as_xla = eqx_vae.with_conv_backend(model, eqx_vae.XlaConv())
     method = (lambda m, one: m.encode(one).mean) if op == "encode" else (lambda m, one: m.decode(one))
     call = eqx_vae.nn.call_gflop(method, as_xla, x[0]) * x.shape[0]  # as AutoConv counts it
-    threshold = min(auto.repeated_call_gflop for auto in autos)
+    threshold = min(repeated_call_threshold(auto) for auto in autos)
     moves = min(auto.repeated_call_min_gflop for auto in autos) <= call < min(auto.call_min_gflop for auto in autos)
     return min(math.ceil(threshold / call), 400) if moves and threshold < float("inf") else 0
 
