@@ -2,6 +2,8 @@
 
 Each is one `eqx.filter_jit` (with this CPU's `compiler_options()`) around a `jax.vmap` of the model's
 single-example method. Inputs are checked before anything is traced, with a ValueError that names the problem.
+With the default conv backend on CPU, calls that repeat with one shape move from XLA's convolutions to Winograd's
+after a while (`AutoConv`'s repeated-call rule): from that call on, outputs differ by float32 rounding.
 
 What is not checked: the values. Images are expected in [-1, 1] (8-bit integer pixels are refused by dtype, but
 float pixels in 0..255 are not detected), and NaN or infinite inputs give NaN outputs, as in diffusers.
