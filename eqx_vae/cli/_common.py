@@ -129,8 +129,9 @@ def model_and_run_options() -> argparse.ArgumentParser:
         choices=("auto", "direct", "winograd"),
         default="auto",
         help="auto: on CPU, winograd for calls large enough to repay its compile time (an SD-size image of 512 px "
-        "or more), direct for the rest (default); direct: XLA's convolutions, quick to compile; winograd: convs as "
-        "matmuls, faster on CPU for many images of one size, slower to compile",
+        "or more) and for batches of one size once enough of them have run (SD-size at 256 px: from the third batch "
+        "of 4 on 2 cores), direct for the rest (default); direct: XLA's convolutions, quick to compile; winograd: "
+        "convs as matmuls, faster on CPU for many images of one size, slower to compile",
     )
     run = parent.add_argument_group("run options")
     run.add_argument("--batch-size", type=positive_int, default=4, help="images per batch (default: 4)")
