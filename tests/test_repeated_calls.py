@@ -64,13 +64,17 @@ def test_calls_of_one_shape_move_to_winograd_once_they_have_run_the_threshold():
     assert other_routes == ["xla"] * 5
 
 
-def test_each_example_of_a_batch_counts():
+def test_each_example_of_a_batch_counts(caplog):
     latents = jax.random.normal(jax.random.key(3), (2, 4, 8, 8))
     gflop = _decode_gflop(_model(WIDE, float("inf")), latents)
     model = _model(WIDE, 3.5 * gflop)  # two calls of two examples pass it
     references = _references(model, latents)
-    routes = [_route(eqx_vae.decode(model, latents), references) for _ in range(3)]
+    with caplog.at_level("INFO", logger="eqx_vae"):
+        routes = [_route(eqx_vae.decode(model, latents), references) for _ in range(3)]
     assert routes == ["xla", "xla", "winograd"]
+    switches = [record.getMessage() for record in caplog.records if "WinogradConv" in record.getMessage()]
+    assert switches == [f"2 calls of one shape ran {4 * gflop:.4g} GFLOP of convs on XLA: the next one compiles them "
+                        "as WinogradConv (AutoConv.repeated_call_gflop)"]
 
 
 def test_the_rule_counts_encodes_and_reconstructions_too():

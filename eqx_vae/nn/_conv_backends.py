@@ -281,7 +281,8 @@ class AutoConv(AbstractConvBackend):
     per-conv rules, the calls after them run every AutoConv as `WinogradConv`: one longer compile, then faster calls
     (on 2 cores an SD-size decode at 256 px switches at its eighth call, an encode at its sixteenth). None means
     2000 GFLOP per usable CPU core, as more cores run the calls faster but not the compile. Networks with 3x3 convs
-    narrower than 96 channels stay on XLA. `repeated_call_gflop=inf` turns this off.
+    narrower than 96 channels stay on XLA. The `eqx_vae` logger reports each switch at INFO level.
+    `repeated_call_gflop=inf` turns this off.
     """
 
     call_min_gflop: float = eqx.field(static=True, default=1000.0)

@@ -14,6 +14,7 @@ Only top-level calls of eqx_vae's jitted entry points on concrete arrays are cou
 """
 
 import dataclasses
+import logging
 from collections.abc import Callable, Hashable
 
 import equinox as eqx
@@ -36,10 +37,12 @@ class _Calls:
     example_max_gflop: float  # the whole-call rule's upper limit per example: larger calls stay on XLA
     example_gflop: float = 0.0  # conv work of one example, counted when the call was traced
     gflop: float = 0.0  # conv work run so far on the per-conv rules
+    count: int = 0  # calls run so far on the per-conv rules
     on_winograd: bool = False
 
 
 _calls: dict[Hashable, _Calls | None] = {}
+_logger = logging.getLogger("eqx_vae")
 
 # Narrower networks gain nothing from Winograd: the shipped default model (32 to 128 channels) decoded at 1.01-1.04x
 # and encoded at 1.25-1.38x XLA's time, where the SD-size VAE (128 to 512) decodes at 0.69x and encodes at 0.82-0.91x
@@ -115,7 +118,14 @@ def call_with_repeated_call_rule(fn: Callable, model, *args, **kwargs):
     if work.gflop:
         calls.example_gflop = work.gflop
     calls.gflop += calls.example_gflop * _batch_size(args)
+    calls.count += 1
     large_enough = 0 < calls.example_gflop and calls.example_min_gflop <= calls.example_gflop
     if large_enough and calls.example_gflop <= calls.example_max_gflop and calls.gflop >= calls.threshold:
         calls.on_winograd = True
+        _logger.info(
+            "%d calls of one shape ran %.4g GFLOP of convs on XLA: the next one compiles them as WinogradConv "
+            "(AutoConv.repeated_call_gflop)",
+            calls.count,
+            calls.gflop,
+        )
     return out
