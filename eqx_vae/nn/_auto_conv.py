@@ -53,12 +53,20 @@ def replacing_auto_conv(module, backend):
     return jax.tree_util.tree_map(lambda node: backend if is_auto(node) else node, module, is_leaf=is_auto)
 
 
+def call_level_auto_convs(convs: list) -> list[AutoConv]:
+    """The AutoConv backends of these convs when a rule over a whole call may settle them: on CPU, with no conv
+    spatially sharded. Empty otherwise (each AutoConv then picks per conv)."""
+    if jax.default_backend() != "cpu" or any(conv.spatial_axis is not None for conv in convs):
+        return []
+    return [conv.backend for conv in convs if isinstance(conv.backend, AutoConv)]
+
+
 def _call_rule(convs: list, args: tuple) -> tuple[float, float] | None:
     """The (`call_min_gflop`, `call_max_gflop`) that settle a call on `args` of the module with these convs, the
     strictest of its AutoConvs (`bfloat16_call_min_gflop` for bfloat16 convs on a CPU with bfloat16 dots); None
     where the whole-call rule does not apply (see `resolve_auto_conv`)."""
-    autos = [conv.backend for conv in convs if isinstance(conv.backend, AutoConv)]
-    if not autos or jax.default_backend() != "cpu" or any(conv.spatial_axis is not None for conv in convs):
+    autos = call_level_auto_convs(convs)
+    if not autos:
         return None
     bfloat16 = all(conv.dtype == jnp.bfloat16 for conv in convs) and has_bfloat16_dots(cpu_flags())
     thresholds = [

@@ -21,11 +21,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._auto_conv import replacing_auto_conv
+from ._auto_conv import call_level_auto_convs, replacing_auto_conv
 from ._conv import conv_layers
 from ._conv_backends import AutoConv, WinogradConv
 from ._conv_work import counting_conv_work
 from ._cpu import usable_cores
+from ._traced_once import signature
 
 
 @dataclasses.dataclass
@@ -69,10 +70,8 @@ def _new_calls(model) -> _Calls | None:
     """The count for calls of `model`, or None where the rule does not apply: off CPU, no AutoConv, spatially
     sharded convs, narrow convs (`WIDE_CHANNELS`), or the rule turned off (`repeated_call_gflop=inf`)."""
     convs = conv_layers(model)
-    autos = [conv.backend for conv in convs if isinstance(conv.backend, AutoConv)]
-    if not autos or jax.default_backend() != "cpu" or any(conv.spatial_axis is not None for conv in convs):
-        return None
-    if not _wide(convs):
+    autos = call_level_auto_convs(convs)
+    if not autos or not _wide(convs):
         return None
     threshold = min(repeated_call_threshold(auto) for auto in autos)
     if threshold == float("inf"):
@@ -81,11 +80,9 @@ def _new_calls(model) -> _Calls | None:
     return _Calls(threshold, smallest, min(auto.call_max_gflop for auto in autos))
 
 
-def _signature(fn, model, args, kwargs) -> Hashable | None:
-    """`fn`, the call's tree structure and its arrays' shapes and dtypes (None when something in it cannot be
-    hashed)."""
-    leaves, structure = jax.tree_util.tree_flatten((model, args, kwargs))
-    key = (fn, structure, tuple((leaf.shape, leaf.dtype) if eqx.is_array(leaf) else leaf for leaf in leaves))
+def _call_key(fn, model, args, kwargs) -> Hashable | None:
+    """`fn` and the call's `signature` (None when something in it cannot be hashed)."""
+    key = (fn, signature(model, args, kwargs))
     try:
         hash(key)
     except TypeError:
@@ -103,7 +100,7 @@ def call_with_repeated_call_rule(fn: Callable, model, *args, **kwargs):
     """`fn(model, *args, **kwargs)`, with `model`'s AutoConvs as `WinogradConv` once the calls of this signature have
     run `repeated_call_gflop` of conv work on XLA (see the module docstring). `fn` is a jitted batched call whose
     trace runs the model's AutoConvs on one example; its count of their work, times the batch, is a call's work."""
-    key = _signature(fn, model, args, kwargs)
+    key = _call_key(fn, model, args, kwargs)
     if key is None:
         return fn(model, *args, **kwargs)
     if key not in _calls:

@@ -18,7 +18,7 @@ from ._conv_work import add_conv_work, counting_conv_work
 _Method = TypeVar("_Method", bound=Callable)
 
 
-def _signature(*tree) -> tuple:
+def signature(*tree) -> tuple:
     """The structure of `tree` with its arrays' shapes and dtypes: what a trace of a block depends on."""
     leaves, structure = jax.tree_util.tree_flatten(tree)
     return structure, tuple((leaf.shape, leaf.dtype) if eqx.is_array(leaf) else leaf for leaf in leaves)
@@ -36,7 +36,7 @@ def traced_once_per_shape(method: _Method) -> _Method:
     def traced_block(self, *args, **kwargs):  # runs only when jax traces the nested call
         with counting_conv_work() as work:
             out = method(self, *args, **kwargs)
-        work_by_signature[_signature(self, args, kwargs)] = work.gflop
+        work_by_signature[signature(self, args, kwargs)] = work.gflop
         return out
 
     nested = eqx.filter_jit(traced_block)
@@ -46,7 +46,7 @@ def traced_once_per_shape(method: _Method) -> _Method:
         if not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((self, args, kwargs))):
             return method(self, *args, **kwargs)
         out = nested(self, *args, **kwargs)
-        add_conv_work(work_by_signature[_signature(self, args, kwargs)])
+        add_conv_work(work_by_signature[signature(self, args, kwargs)])
         return out
 
     return call  # type: ignore[return-value]
