@@ -156,3 +156,23 @@ def test_unknown_file_type(tmp_path):
     path.write_bytes(b"x")
     with pytest.raises(ValueError, match="weights.npz: unknown checkpoint file type"):
         eqx_vae.from_pretrained(path)
+
+
+@pytest.mark.parametrize("kind", ["dangling link", "folder", "link to a folder"])
+def test_weights_entry_that_is_not_a_file(bad_dir, tmp_path, kind):
+    weights = bad_dir / WEIGHTS
+    weights.unlink()
+    if kind == "dangling link":
+        os.symlink(tmp_path / "gone.safetensors", weights)
+        expected = rf"{WEIGHTS} is a broken link \(to {tmp_path / 'gone.safetensors'}\), not a file"
+    elif kind == "folder":
+        weights.mkdir()
+        expected = rf"{WEIGHTS} is a folder, not a file"
+    else:
+        (tmp_path / "elsewhere").mkdir()
+        os.symlink(tmp_path / "elsewhere", weights)
+        expected = rf"{WEIGHTS} is a folder, not a file"
+    before = sorted(os.listdir(bad_dir))
+    with pytest.raises(FileNotFoundError, match=rf"^{bad_dir}: no weights file to load: {expected}$"):
+        eqx_vae.from_pretrained(bad_dir)
+    assert sorted(os.listdir(bad_dir)) == before and os.path.lexists(weights)

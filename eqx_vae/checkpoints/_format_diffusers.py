@@ -132,10 +132,19 @@ def open_model_folder(directory: str, *, variant: str | None = None, allow_pickl
         (variant_name(FLAX_WEIGHTS_NAME, variant), open_msgpack),
         (variant_name(PICKLE_WEIGHTS_NAME, variant), lambda path: open_pickle(path, allow_pickle=allow_pickle)),
     ]
+    unusable = []  # candidates whose name is taken by something that is not a file
     for name, opener in candidates:
         path = os.path.join(directory, name)
         if os.path.isfile(path):
             return with_current_names(opener(path))
+        if os.path.isdir(path):  # a folder, or a link to one
+            unusable.append(f"{name} is a folder, not a file")
+        elif os.path.islink(path) and not os.path.exists(path):
+            unusable.append(f"{name} is a broken link (to {os.readlink(path)}), not a file")
+        elif os.path.lexists(path):  # a pipe, socket or device
+            unusable.append(f"{name} is not a regular file")
+    if unusable:
+        raise FileNotFoundError(f"{directory}: no weights file to load: {'; '.join(dict.fromkeys(unusable))}")
     present = sorted(os.listdir(directory))
     hint = ""
     if os.path.isfile(os.path.join(directory, "model_index.json")) and os.path.isdir(os.path.join(directory, "vae")):

@@ -12,6 +12,9 @@ import json
 import os
 import re
 
+import jax.numpy as jnp
+import numpy as np
+
 from ..io._atomic import atomic_folder
 from ..io._safetensors import write_safetensors
 from ..models import (
@@ -41,7 +44,7 @@ from ._format_flux2 import flux2_source, infer_config
 from ._format_ldm import is_ldm_layout, ldm_source, vae_names, vae_prefix
 from ._format_taesd import taesd_source
 from ._hub import cached_snapshot, looks_like_repo_id
-from ._state_dict import TensorSource, model_to_state_dict, source_to_model
+from ._state_dict import TensorSource, model_to_state_dict, named_parameters, source_to_model
 
 
 def _single_file_source(path: str, *, allow_pickle: bool) -> tuple[TensorSource, str | None]:
@@ -190,24 +193,92 @@ def _same_config(path: str, config: dict) -> bool:
                                                                          if not k.startswith("_")}
 
 
+def check_save_path(path: str | os.PathLike) -> str:
+    """The absolute folder `save_pretrained` writes for `path`. A ValueError for an empty path, and for the current
+    working folder or a folder above it: the save replaces the whole folder, which would leave this process (and a
+    shell that ran `eqx-vae convert`) in a deleted folder."""
+    text = os.fspath(path)
+    if not text:
+        raise ValueError("the path to save to is empty; give a folder, such as 'vae' or './vae'")
+    directory = os.path.abspath(text)
+    try:
+        working = os.path.realpath(os.getcwd())
+    except FileNotFoundError:  # the working folder is already gone: nothing left to protect
+        return directory
+    target = os.path.realpath(directory)
+    try:
+        inside = os.path.commonpath([working, target]) == target
+    except ValueError:  # on different drives (Windows)
+        inside = False
+    if inside:
+        where = ("is the current working folder" if working == target
+                 else f"holds the current working folder {working}")
+        raise ValueError(
+            f"cannot save to {directory}: it {where}. Saving replaces the whole folder, which would leave this "
+            f"process (and a shell that started it there) inside a deleted folder; save to a subfolder such as "
+            f"{os.path.join(text, 'vae')!r} instead"
+        )
+    return directory
+
+
+def _check_finite(model, tensors: dict[str, np.ndarray], dtype, directory: str) -> None:
+    """A ValueError naming the first tensor of the state dict `tensors` that holds NaN or inf (which `from_pretrained`
+    refuses by default), saying whether casting to `dtype` made them (values beyond its range) or the model holds
+    them."""
+    offending = []
+    for name, array in tensors.items():
+        if jnp.issubdtype(array.dtype, jnp.floating) and not np.isfinite(array).all():
+            offending.append(name)
+    if not offending:
+        return
+    name = offending[0]
+    count = int(tensors[name].size - np.count_nonzero(np.isfinite(tensors[name])))
+    others = f" ({len(offending)} tensors hold such values)" if len(offending) > 1 else ""
+    original = np.asarray(named_parameters(model)[name]) if dtype is not None else None
+    if original is not None and np.isfinite(original).all():
+        peak = float(np.abs(original.astype(np.float64)).max())
+        wider = [candidate for candidate in ("float32", "bfloat16")
+                 if candidate != dtype.name and float(jnp.finfo(candidate).max) >= peak]
+        instead = f"save in {' or '.join(wider)}, or " if wider else ""
+        raise ValueError(
+            f"cannot save to {directory} in {dtype.name}: tensor {name!r} holds values up to {peak:.6g} in magnitude, "
+            f"beyond {dtype.name}'s largest {float(jnp.finfo(dtype).max):.6g}, so {count} of them would be written "
+            f"as inf{others}, which from_pretrained refuses; {instead}pass allow_nonfinite=True to write them anyway"
+        )
+    raise ValueError(
+        f"cannot save to {directory}: tensor {name!r} holds {count} non-finite value(s) (NaN or inf){others}, "
+        "which from_pretrained refuses; pass allow_nonfinite=True to save them anyway"
+    )
+
+
 def save_pretrained(
-    model: AbstractAutoencoderKL | AutoencoderTiny, path: str | os.PathLike, *, dtype=None, variant: str | None = None
+    model: AbstractAutoencoderKL | AutoencoderTiny,
+    path: str | os.PathLike,
+    *,
+    dtype=None,
+    variant: str | None = None,
+    allow_nonfinite: bool = False,
 ) -> None:
     """Writes `model` as a diffusers folder that `diffusers.AutoencoderKL.from_pretrained` loads.
 
     `dtype` (a floating dtype such as `jnp.float16`) saves the weights in a lower precision; `variant="fp16"` names
-    the file `diffusion_pytorch_model.fp16.safetensors`.
+    the file `diffusion_pytorch_model.fp16.safetensors`. Weights that are NaN or inf, in the model or after the cast
+    to `dtype` (float16 turns magnitudes above 65504 into inf), are refused as `from_pretrained` refuses them, unless
+    `allow_nonfinite=True` (the same option when loading).
 
     The save is atomic as a whole: `config.json` and the weights are written into a hidden sibling folder, which then
     takes the place of `path` in one step (Linux `renameat2(RENAME_EXCHANGE)`; see `eqx_vae.io._atomic.atomic_folder`
     for other systems). After a failure or a kill, `path` holds the complete old model or the complete new one. Other
     files in the folder are kept (hard-linked into the new one, no data copied), except this variant's stale shard
     index and shards. Other weight files (other variants, `.bin`, `.msgpack`) are kept when `config.json` is unchanged
-    (adding a variant of the same model); a save that would pair them with a different config is refused.
+    (adding a variant of the same model); a save that would pair them with a different config is refused. Because the
+    folder is replaced, `path` may not be the current working folder or a folder above it: save to a subfolder.
 
-    Raises TypeError for anything but a model, ValueError for a non-floating `dtype`, a bad `variant` or other
-    variants a new config would orphan, NotADirectoryError when `path` or a folder above it is a file, and OSError
-    naming the file when writing fails (a full disk); in every case before `path` changes.
+    Raises TypeError for anything but a model, ValueError for a non-floating `dtype`, a bad `variant`, other variants
+    a new config would orphan, an empty `path`, a `path` that is or holds the current working folder, and NaN or inf
+    weights (named, with the largest magnitude when `dtype` overflows), NotADirectoryError when `path` or a folder
+    above it is a file, and OSError naming the file when writing fails (a full disk); in every case before `path`
+    changes.
     """
     model_classes = tuple(family.model_class for family in FAMILIES)
     if not isinstance(model, model_classes):
@@ -216,7 +287,7 @@ def save_pretrained(
     if dtype is not None:
         dtype = float_dtype(dtype)
     check_variant(variant)
-    directory = os.path.abspath(os.fspath(path))
+    directory = check_save_path(path)
     weights_name = variant_name(WEIGHTS_NAME, variant)
     config = model.config.to_dict()
     config_text = json.dumps(config, indent=2, sort_keys=True) + "\n"
@@ -231,6 +302,8 @@ def save_pretrained(
                 "this model there would pair them with its config. Remove them, or save to another folder"
             )
     tensors = model_to_state_dict(model, dtype)
+    if not allow_nonfinite:
+        _check_finite(model, tensors, dtype, directory)
     with atomic_folder(directory, replace=[weights_name, CONFIG_NAME], remove=remove) as stage:
         for name, write in (
             (weights_name, lambda target: write_safetensors(target, tensors, metadata={"format": "pt"})),

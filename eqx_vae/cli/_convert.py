@@ -25,7 +25,12 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..checkpoints import save_pretrained
     from ..checkpoints._format_diffusers import CONFIG_NAME, WEIGHTS_NAME
+    from ..checkpoints._pretrained import check_save_path
 
+    try:
+        check_save_path(args.destination)  # before the model is loaded
+    except ValueError as error:
+        raise CLIError(str(error)) from error
     if os.path.isfile(args.destination):
         raise CLIError(f"{args.destination} is a file; the destination of convert is a folder")
     outputs = [os.path.join(args.destination, name) for name in (CONFIG_NAME, WEIGHTS_NAME)]

@@ -8,9 +8,34 @@ from jaxtyping import PRNGKeyArray
 from ..nn import Conv2d
 from ._abstract import AbstractAutoencoderKL
 from ._abstract import check_dropout_key as check_dropout_key  # imported from here by eqx_vae.inference and _tiny
-from ._config import AutoencoderKLConfig
+from ._config import AutoencoderKLConfig, DiffusersConfig
 from ._decoder import Decoder
 from ._encoder import Encoder
+from ._presets import preset_config
+
+
+def check_config(config, config_class: type, model_name: str) -> None:
+    """A TypeError unless `config` is a `config_class` (the config of the model class `model_name`), saying which
+    model class builds a config of another family, or how to get a preset's config from its name. Every family's model
+    class bears diffusers' class name, its config's `class_name` (see `_families`)."""
+    if isinstance(config, config_class):
+        return
+    if isinstance(config, str):
+        try:
+            owner = preset_config(config).class_name
+        except ValueError:
+            raise TypeError(f"{model_name} takes a config object, not the string {config!r} (which is no preset "
+                            "name either: see eqx_vae.preset_config)") from None
+        raise TypeError(f"{model_name} takes a config object, not the string {config!r}; for that preset use "
+                        f"eqx_vae.{owner}(eqx_vae.preset_config({config!r}), key=...)")
+    if isinstance(config, DiffusersConfig):
+        raise TypeError(f"{model_name} takes an {config_class.__name__}, got an {type(config).__name__}, the config "
+                        f"of another family; build it with eqx_vae.{config.class_name}(config, key=...)")
+    hint = ""
+    if isinstance(config, dict):
+        hint = f"; from config.json contents, use {config_class.__name__}.from_dict(...)"
+    raise TypeError(f"{model_name} takes an {config_class.__name__} (or None for the defaults), got "
+                    f"{type(config).__name__}{hint}")
 
 
 class AutoencoderKL(AbstractAutoencoderKL):
@@ -40,6 +65,7 @@ class AutoencoderKL(AbstractAutoencoderKL):
         key: PRNGKeyArray,
     ):
         config = AutoencoderKLConfig() if config is None else config
+        check_config(config, AutoencoderKLConfig, type(self).__name__)
         keys = jax.random.split(key, 4)
         dtypes = dict(dtype=dtype, param_dtype=param_dtype)
         moments = 2 * config.latent_channels

@@ -21,6 +21,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from ..nn import Conv2d
 from ..nn._dtypes import float_dtype
 from ._abstract import AbstractAutoencoderKL
+from ._autoencoder import check_config
 from ._decoder import Decoder
 from ._encoder import Encoder
 from ._flux2_config import AutoencoderKLFlux2Config
@@ -100,6 +101,7 @@ class AutoencoderKLFlux2(AbstractAutoencoderKL):
         key: PRNGKeyArray,
     ):
         config = AutoencoderKLFlux2Config() if config is None else config
+        check_config(config, AutoencoderKLFlux2Config, type(self).__name__)
         keys = jax.random.split(key, 4)
         dtypes = dict(dtype=dtype, param_dtype=param_dtype)
         shared = dict(

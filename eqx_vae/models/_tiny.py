@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..nn import Conv2d, get_activation, traced_once_per_shape
-from ._autoencoder import check_dropout_key
+from ._autoencoder import check_config, check_dropout_key
 from ._posterior import DiagonalGaussianDistribution
 from ._tiny_config import AutoencoderTinyConfig
 
@@ -211,6 +211,7 @@ class AutoencoderTiny(eqx.Module):
         key: PRNGKeyArray,
     ):
         config = AutoencoderTinyConfig() if config is None else config
+        check_config(config, AutoencoderTinyConfig, type(self).__name__)
         encoder_key, decoder_key = jax.random.split(key)
         self.encoder = EncoderTiny(config, dtype=dtype, param_dtype=param_dtype, key=encoder_key)
         self.decoder = DecoderTiny(config, dtype=dtype, param_dtype=param_dtype, key=decoder_key)
