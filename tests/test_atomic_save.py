@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -443,3 +444,52 @@ def test_atomic_path_failure_leaves_nothing(tmp_path):
             file.write(b"new, half")
         raise RuntimeError("killed")
     assert os.listdir(tmp_path) == ["out.png"] and (tmp_path / "out.png").read_bytes() == b"old"
+
+
+def test_atomic_path_keeps_an_existing_files_permissions(tmp_path):
+    private = tmp_path / "private.png"
+    private.write_bytes(b"old")
+    os.chmod(private, 0o600)
+    with atomic.atomic_path(private) as temporary, open(temporary, "wb") as file:
+        file.write(b"new")
+    assert private.read_bytes() == b"new"
+    assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
+    umask = os.umask(0o027)
+    try:
+        with atomic.atomic_path(tmp_path / "fresh.png") as temporary, open(temporary, "wb") as file:
+            file.write(b"new")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "fresh.png").st_mode) == 0o640  # a new file: 0666 less the umask
+
+
+def test_atomic_path_writes_through_a_link(tmp_path):
+    """As save_pretrained does for a linked folder: the file the link points to is replaced, the link is kept."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "real.png").write_bytes(b"old")
+    os.chmod(tmp_path / "data" / "real.png", 0o640)
+    os.symlink(os.path.join("data", "real.png"), tmp_path / "link.png")
+    with atomic.atomic_path(tmp_path / "link.png") as temporary, open(temporary, "wb") as file:
+        file.write(b"new")
+    assert os.readlink(tmp_path / "link.png") == os.path.join("data", "real.png")  # still the same link
+    assert (tmp_path / "data" / "real.png").read_bytes() == b"new"
+    assert stat.S_IMODE(os.stat(tmp_path / "data" / "real.png").st_mode) == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["data", "link.png"] and os.listdir(tmp_path / "data") == ["real.png"]
+
+
+def test_atomic_path_refusals_name_the_destination(tmp_path):
+    (tmp_path / "file").write_bytes(b"x")
+    (tmp_path / "folder").mkdir()
+    here = str(tmp_path)
+    cases = [
+        (tmp_path / "missing" / "out.png", FileNotFoundError,
+         f"cannot write {here}/missing/out.png: its folder {here}/missing does not exist"),
+        (tmp_path / "file" / "sub" / "out.png", NotADirectoryError,
+         f"cannot write {here}/file/sub/out.png: {here}/file exists and is not a folder"),
+        (tmp_path / "folder", IsADirectoryError, f"cannot write {here}/folder: it is a folder"),
+    ]
+    for destination, error, message in cases:
+        with pytest.raises(error, match=f"^{re.escape(message)}$"), atomic.atomic_path(destination):
+            pytest.fail("the body must not run")
+    assert sorted(os.listdir(tmp_path)) == ["file", "folder"]
+    assert (tmp_path / "file").read_bytes() == b"x" and os.listdir(tmp_path / "folder") == []

@@ -575,3 +575,30 @@ def test_out_of_memory_is_one_line(capsys, monkeypatch):
     status, _, err = run(capsys, "info")
     assert_clean_failure(status, err, "out of memory: RESOURCE_EXHAUSTED", "--batch-size")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_decode_checks_the_model_the_file_records(capsys, model_dir, tmp_path):
+    """Latents of another model: a warning naming both models; sizes this model cannot decode to (another
+    downsampling factor) are refused, naming both sizes, before anything is decoded or written."""
+    latents = np.random.default_rng(0).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    eqx_vae.save_latents(tmp_path / "own.safetensors", latents, image_sizes=[(15, 15)], model=model_dir)
+    eqx_vae.save_latents(tmp_path / "other.safetensors", latents, image_sizes=[(15, 16)], model="other/vae-2x")
+    eqx_vae.save_latents(tmp_path / "eight.safetensors", latents, image_sizes=[(60, 64)], model="other/vae-8x")
+
+    status, _, err = run(capsys, "decode", tmp_path / "own.safetensors", "-o", tmp_path / "own.png", "--model",
+                         model_dir)
+    assert status == 0 and err == ""
+    status, _, err = run(capsys, "decode", tmp_path / "other.safetensors", "-o", tmp_path / "other.png", "--model",
+                         model_dir)
+    assert status == 0
+    assert err.splitlines() == [f"eqx-vae: warning: {tmp_path / 'other.safetensors'} holds latents made by the model "
+                                f"other/vae-2x, but --model is {model_dir}"]
+    with PIL.open(tmp_path / "other.png") as image:
+        assert image.size == (16, 15)
+
+    status, _, err = run(capsys, "decode", tmp_path / "eight.safetensors", "-o", tmp_path / "eight.png", "--model",
+                         model_dir)
+    assert_clean_failure(status, err, "made by the model other/vae-8x", "records a 64x60 image",
+                         "decodes its 8x8 latents to 16x16 (2x)")
+    assert len(err.strip().splitlines()) == 2  # the warning, then the error
+    assert not (tmp_path / "eight.png").exists()

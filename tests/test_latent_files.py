@@ -177,3 +177,35 @@ def test_a_header_length_beyond_the_file_is_refused_before_reading(tmp_path):
     with pytest.raises(ValueError, match="header length") as raised:
         eqx_vae.load_latents(path)
     assert str(raised.value).count(str(path)) == 1
+
+
+def test_torch_latents_are_accepted(tmp_path):
+    """Anything NumPy converts is taken, a torch tensor on the CPU included (its annotation says so too)."""
+    torch = pytest.importorskip("torch")
+    latents = random_latents()
+    path = tmp_path / "z.safetensors"
+    eqx_vae.save_latents(path, torch.from_numpy(latents).to(torch.float64), image_sizes=SIZES)
+    loaded = eqx_vae.load_latents(path)
+    assert loaded.latents.dtype == np.float32 and loaded.image_sizes == SIZES
+    np.testing.assert_array_equal(loaded.latents, latents)
+
+
+def test_overwriting_keeps_the_files_permissions_and_links(tmp_path):
+    path = tmp_path / "private.safetensors"
+    eqx_vae.save_latents(path, random_latents(seed=1))
+    os.chmod(path, 0o600)
+    eqx_vae.save_latents(path, random_latents(seed=2))
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    np.testing.assert_array_equal(eqx_vae.load_latents(path).latents, random_latents(seed=2))
+    os.symlink("private.safetensors", tmp_path / "link.safetensors")
+    eqx_vae.save_latents(tmp_path / "link.safetensors", random_latents(seed=3))
+    assert os.readlink(tmp_path / "link.safetensors") == "private.safetensors"
+    np.testing.assert_array_equal(eqx_vae.load_latents(path).latents, random_latents(seed=3))
+    assert sorted(os.listdir(tmp_path)) == ["link.safetensors", "private.safetensors"]
+
+
+def test_a_missing_folder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"^cannot write .*/nodir/z.safetensors: its folder .*/nodir does not "
+                                                r"exist$"):
+        eqx_vae.save_latents(tmp_path / "nodir" / "z.safetensors", random_latents())
+    assert os.listdir(tmp_path) == []

@@ -1,5 +1,8 @@
 """`eqx-vae decode`: latent files -> images, cropped to the original sizes the files record. Each line it prints
-names the latent file (and the index in it, for a file of several latents) and the image written."""
+names the latent file (and the index in it, for a file of several latents) and the image written.
+
+A file that records another model than --model gets a warning; one whose recorded image sizes this model cannot
+decode to (another downsampling factor) is refused, naming both sizes."""
 
 import argparse
 import os
@@ -7,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..io._images import IMAGE_SUFFIXES, write_image
+from ..io._images import IMAGE_SUFFIXES, count_nonfinite, write_image
 from ..io._latent_files import LatentFile, load_latents
 from ._common import (
     LATENT_SUFFIXES,
@@ -23,6 +26,7 @@ from ._common import (
     plan_outputs,
     say,
     stem,
+    warn,
 )
 
 
@@ -63,10 +67,37 @@ def _output_names(path: str, contents: LatentFile) -> list[str]:
     return [stem(path)] if count == 1 else [f"{stem(path)}_{index}" for index in range(count)]
 
 
+def _same_model(recorded: str, used: str) -> bool:
+    """Whether the model a latent file records is the one given with --model: the same name, or the same path."""
+    if recorded == used:
+        return True
+    try:
+        return os.path.exists(recorded) and os.path.exists(used) and os.path.samefile(recorded, used)
+    except OSError:
+        return False
+
+
+def _size_mismatch(path: str, contents: LatentFile, factor: int) -> str | None:
+    """Why this model, which decodes one latent pixel to `factor` x `factor` image pixels, cannot give back the image
+    sizes the file records (each side must be the latent side times `factor`, less the padding that made it a
+    multiple, or plus the rows that encoding dropped), or None when it can."""
+    latent_height, latent_width = contents.latents.shape[2:]
+    for index, (height, width) in enumerate(contents.image_sizes or ()):
+        if all(-(-side // factor) == latent or side // factor == latent
+               for side, latent in ((height, latent_height), (width, latent_width))):
+            continue
+        source = path if len(contents.latents) == 1 else f"{path}[{index}]"
+        made_by = f" ({contents.model})" if contents.model is not None else ""
+        return (f"{source}: the file records a {width}x{height} image, but this model decodes its "
+                f"{latent_width}x{latent_height} latents to {latent_width * factor}x{latent_height * factor} "
+                f"({factor}x); decode with the model that made them{made_by}")
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     import jax.numpy as jnp
 
-    from ..models import from_diffusion_latents
+    from ..models import AutoencoderTiny, from_diffusion_latents
 
     failures = Failures(args)
     paths = find_latent_files(args.inputs)
@@ -85,17 +116,26 @@ def run(args: argparse.Namespace) -> int:
     if not remaining:
         return failures.exit_status(len(paths), "latent files")
     model = load_model_from_options(args)
+    factor = model.config.upsampling_factor if isinstance(model, AutoencoderTiny) else model.config.downsampling_factor
+    warned = set()  # the recorded models that were warned about
     latents, sizes = {}, {}  # per entry: the VAE's latent, the size to crop to (None: no crop)
     for path, contents in files.items():
         todo = [index for index in range(len(contents.latents)) if (path, index) in remaining]
         if not todo:
             continue
+        if contents.model is not None and contents.model not in warned and not _same_model(contents.model, args.model):
+            warned.add(contents.model)
+            warn(f"warning: {path} holds latents made by the model {contents.model}, but --model is {args.model}")
         if contents.latents.shape[1] != model.config.latent_channels:
             failures.report(
                 f"{path}: the latents have {contents.latents.shape[1]} channels, but the model's latent_channels is "
                 f"{model.config.latent_channels}",
                 path,
             )
+            continue
+        mismatch = _size_mismatch(path, contents, factor)
+        if mismatch is not None:
+            failures.report(mismatch, path)
             continue
         own = from_diffusion_latents(jnp.asarray(contents.latents), model) if contents.scaled else contents.latents
         own = np.asarray(own, dtype=np.float32)
@@ -110,8 +150,10 @@ def run(args: argparse.Namespace) -> int:
             image = image[:, :height, :width]
             path, index = entry
             source = path if len(files[path].latents) == 1 else f"{path}[{index}]"
-            if not np.isfinite(image).all():
-                message = f"{source}: decoding gave NaN or infinite values (NaN latents decode to NaN); not written"
+            nonfinite = count_nonfinite(image)
+            if nonfinite:
+                message = (f"{source}: decoding gave NaN or infinite values ({nonfinite} of {image.size}; NaN latents "
+                           "decode to NaN); not written")
                 failures.report(message, path)
                 continue
             make_parent(outputs[entry])

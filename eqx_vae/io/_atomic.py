@@ -47,22 +47,53 @@ def temporary_name_prefix(destination: str) -> str:
     return "." + os.path.basename(destination)[:_MAX_NAME_IN_TEMP] + "."
 
 
+def _missing_folder_error(destination: str, directory: str) -> OSError:
+    """Why no file can be made in `directory` to write `destination`: a path above it that is not a folder, or a
+    folder that does not exist."""
+    current = directory
+    while not os.path.lexists(current) and os.path.dirname(current) != current:
+        current = os.path.dirname(current)
+    if os.path.lexists(current) and not os.path.isdir(current):
+        return NotADirectoryError(f"cannot write {destination}: {current} exists and is not a folder")
+    return FileNotFoundError(f"cannot write {destination}: its folder {directory} does not exist")
+
+
 @contextlib.contextmanager
 def atomic_path(destination: str | os.PathLike) -> Iterator[str]:
     """Yields a temporary path next to `destination`; on success it replaces `destination` in one rename.
 
     If anything fails before the rename, the temporary file is removed and `destination` is untouched. The temporary
     name is hidden and ends in `.eqx-vae-tmp`, never in the destination's own suffix.
+
+    An existing destination keeps its permission bits; a new one gets the usual ones (0666 less the umask). A link is
+    written through, as `atomic_folder` does: the file it points to is replaced and the link kept. The folder must
+    exist: FileNotFoundError (or NotADirectoryError) names `destination` otherwise. A destination that is a folder
+    (IsADirectoryError) or another kind of non-regular file, such as a device (OSError), is refused.
     """
     destination = os.fspath(destination)
-    directory = os.path.dirname(os.path.abspath(destination))
-    handle, temporary = tempfile.mkstemp(prefix=temporary_name_prefix(destination), suffix=TEMP_SUFFIX, dir=directory)
+    target = os.path.realpath(destination)  # a link: replace the file it points to, keep the link
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory):
+        raise _missing_folder_error(destination, directory)
+    if os.path.isdir(target):
+        raise IsADirectoryError(f"cannot write {destination}: it is a folder")
+    if os.path.exists(target) and not os.path.isfile(target):
+        raise OSError(f"cannot write {destination}: it exists and is not a regular file")
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=temporary_name_prefix(target), suffix=TEMP_SUFFIX, dir=directory)
+    except OSError as error:
+        message = f"cannot write {destination}: no file can be made in {directory}: {error.strerror}"
+        raise type(error)(message) from error
     os.close(handle)
     try:
         yield temporary
         _fsync_path(temporary)
-        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(temporary, destination)
+        try:
+            mode = stat.S_IMODE(os.stat(target).st_mode)
+        except FileNotFoundError:
+            mode = 0o666 & ~_current_umask()  # mkstemp makes 0600 files; give the usual permissions
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
         _fsync_path(directory)
     finally:
         if os.path.lexists(temporary):

@@ -22,8 +22,10 @@ from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import ArrayLike, Float
+import numpy.typing as npt
+from jaxtyping import Float
 
+from ..models import DiagonalGaussianDistribution
 from ._atomic import atomic_path
 from ._safetensors import SafetensorsFile, write_safetensors
 
@@ -78,25 +80,45 @@ class LatentFile:
                              f"{latents.shape[2]}x{latents.shape[3]}: no one downsampling factor maps them there")
 
 
-def _float32_nchw(latents: ArrayLike) -> np.ndarray:
-    """Floating `(batch, channels, height, width)` latents as a contiguous float32 NumPy array; ValueError otherwise."""
-    dtype, shape = jnp.result_type(latents), np.shape(latents)
-    if len(shape) != 4 or not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"latents must be a float array of shape (batch, channels, height, width), got {dtype} "
-                         f"{shape}")
-    return np.ascontiguousarray(np.asarray(latents, dtype=np.float32))
+def _float32_nchw(latents: npt.ArrayLike) -> np.ndarray:
+    """Floating `(batch, channels, height, width)` latents (anything `np.asarray` converts: NumPy, JAX, a torch tensor
+    on the CPU) as a contiguous float32 NumPy array; ValueError otherwise."""
+    if isinstance(latents, DiagonalGaussianDistribution):
+        raise ValueError("latents must be an array of shape (batch, channels, height, width), got a "
+                         "DiagonalGaussianDistribution (the posterior that encode returns): take its latents with "
+                         "posterior.mode() or posterior.sample(key)")
+    try:
+        array = np.asarray(latents)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"latents must be an array NumPy can convert (NumPy, JAX, or a torch tensor on the CPU), got "
+                         f"{type(latents).__name__}: {error}") from None
+    if array.dtype == object:
+        raise ValueError(f"latents must be a float array of shape (batch, channels, height, width), got "
+                         f"{type(latents).__name__}")
+    if array.ndim != 4 or not jnp.issubdtype(array.dtype, jnp.floating):
+        raise ValueError(f"latents must be a float array of shape (batch, channels, height, width), got "
+                         f"{array.dtype.name} {array.shape}")
+    return np.ascontiguousarray(array, dtype=np.float32)
 
 
 def _image_sizes(value) -> list[tuple[int, int]]:
     """`[[height, width], ...]` of positive integers -> a list of `(height, width)` tuples; ValueError otherwise."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence | np.ndarray):
         raise ValueError(f"image_sizes must be a list of (height, width) pairs, got {value!r}")
+
+    def is_side(side) -> bool:
+        return isinstance(side, int | np.integer) and not isinstance(side, bool) and side > 0
+
+    if len(value) == 2 and all(is_side(side) for side in value):
+        raise ValueError(f"image_sizes must be a list of (height, width) pairs, one per latent, got one pair "
+                         f"{value!r}; for a single image write [{tuple(int(side) for side in value)}]")
     sizes = []
     for size in value:
         if (
             isinstance(size, (str, bytes))
+            or not isinstance(size, Sequence | np.ndarray)
             or len(size) != 2
-            or not all(isinstance(side, int | np.integer) and not isinstance(side, bool) and side > 0 for side in size)
+            or not all(is_side(side) for side in size)
         ):
             raise ValueError(f"each image size must be a (height, width) pair of positive integers, got {size!r}")
         sizes.append((int(size[0]), int(size[1])))
@@ -111,22 +133,33 @@ def _names(value) -> list[str]:
 
 def save_latents(
     path: str | os.PathLike,
-    latents: ArrayLike,
+    latents: npt.ArrayLike,
     *,
     image_sizes: Sequence[Sequence[int]] | None = None,
     names: Sequence[str] | None = None,
-    model: str | None = None,
+    model: str | os.PathLike | None = None,
     scaled: bool = False,
 ) -> None:
-    """Writes latents `(batch, channels, height, width)` (NumPy or JAX, any float dtype; stored as float32) to a
-    latent file, atomically: a failed write leaves any existing file untouched and no partial file behind.
+    """Writes latents `(batch, channels, height, width)` (NumPy, JAX or a torch tensor on the CPU, any float dtype;
+    stored as float32) to a latent file, atomically: a failed write leaves any existing file untouched and no partial
+    file behind. An existing file keeps its permissions; a link is written through (its target is replaced).
 
-    `image_sizes` are the original images' `(height, width)`, `names` their file names, one per latent; `model` names
-    the model that made them; `scaled` says whether `to_diffusion_latents` was applied. A path ending in `.npy` gets a
-    bare NumPy array, which cannot hold any of these (ValueError if one is given). Raises ValueError, naming the file,
-    for latents that are not floating NCHW or details that do not match them.
+    `image_sizes` are the original images' `(height, width)`, one pair per latent (a list, even for one latent);
+    `names` their file names, one per latent; `model` names the model that made them (a string or a path); `scaled`
+    (True or False) says whether `to_diffusion_latents` was applied. A path ending in `.npy` gets a bare NumPy array,
+    which cannot hold any of these (ValueError if one is given). Raises TypeError, naming the file, for a `scaled`
+    that is not a bool or a `model` that is not a string, and ValueError for latents that are not a floating NCHW
+    array (a posterior from `encode` included: take `posterior.sample(key)` or `posterior.mode()`) or details that do
+    not match them; FileNotFoundError when the file's folder does not exist.
     """
     path = os.fspath(path)
+    if not isinstance(scaled, bool | np.bool_):
+        raise TypeError(f"{path}: scaled must be True or False, got {scaled!r}")
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
+    if model is not None and not isinstance(model, str):
+        raise TypeError(f"{path}: model must be the name of the model that made the latents (a string: a checkpoint "
+                        f"path or repo id, or 'default'), or None; got {type(model).__name__}")
     try:
         contents = LatentFile(
             _float32_nchw(latents),
