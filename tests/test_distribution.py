@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import jaxtyping
 import numpy as np
 import pytest
 from helpers import assert_close_to_reference, to_torch
@@ -72,3 +73,35 @@ def test_posterior_is_a_pytree_returned_from_jit():
     assert len(leaves) == 2  # mean and logvar; the deterministic flag is static
     theirs = vae_module.DiagonalGaussianDistribution(to_torch(moments))
     assert_close_to_reference(posterior.logvar, theirs.logvar.numpy(), what="jitted logvar")
+
+
+@pytest.fixture
+def without_type_checker():
+    """What a user without a runtime type checker sees: the jaxtyping hook is switched off for the test."""
+    before = jaxtyping.config.jaxtyping_disable
+    jaxtyping.config.update("jaxtyping_disable", True)
+    yield
+    jaxtyping.config.update("jaxtyping_disable", before)
+
+
+def test_mismatched_shapes_are_named(without_type_checker):
+    """A sample or a prior of another shape is refused with both shapes, not left to broadcasting's error; shapes
+    that broadcast (a prior shared by the batch) still work, as in diffusers."""
+    moments = _moments(6)
+    posterior = eqx_vae.DiagonalGaussianDistribution.from_moments(jnp.asarray(moments))
+    with pytest.raises(ValueError, match=r"nll\(sample\): sample has shape \(2, 4, 10, 14\), which does not match the "
+                                         r"posterior's mean, of shape \(2, 4, 5, 7\)"):
+        posterior.nll(jnp.zeros((2, 4, 10, 14)))
+    other = eqx_vae.DiagonalGaussianDistribution(jnp.zeros((2, 3, 5, 7)), jnp.zeros((2, 3, 5, 7)))
+    with pytest.raises(ValueError, match=r"kl\(other=...\): other's mean has shape \(2, 3, 5, 7\), which does not "
+                                         r"match this posterior's mean, of shape \(2, 4, 5, 7\)"):
+        posterior.kl(other)
+    with pytest.raises(ValueError, match=r"moments must have an even number of channels .*shape \(2, 7, 5, 7\)"):
+        eqx_vae.DiagonalGaussianDistribution.from_moments(jnp.asarray(moments[:, :7]))
+    with pytest.raises(ValueError, match=r"mean has shape \(4, 5, 7\) but logvar has shape \(4, 5, 6\)"):
+        eqx_vae.DiagonalGaussianDistribution(jnp.zeros((4, 5, 7)), jnp.zeros((4, 5, 6)))
+    prior_moments = _moments(7)[:1]
+    prior = eqx_vae.DiagonalGaussianDistribution.from_moments(jnp.asarray(prior_moments))
+    theirs = vae_module.DiagonalGaussianDistribution(to_torch(moments))
+    theirs_prior = vae_module.DiagonalGaussianDistribution(to_torch(np.broadcast_to(prior_moments, moments.shape)))
+    assert_close_to_reference(posterior.kl(prior), theirs.kl(theirs_prior).numpy(), what="kl(prior of batch 1)")

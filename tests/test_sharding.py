@@ -98,6 +98,23 @@ def test_mesh_errors(data):
         eqx_vae.spatial_decode(model, latents, mesh(8, "data", "spatial", shape=(2, 4)))
     with pytest.raises(ValueError, match="not an axis of the mesh"):
         eqx_vae.spatial_decode(model, latents, mesh(1), spatial_axis="rows")
+    both = r"spatial_axis and batch_axis are both the mesh axis 'spatial': the batch and the image height need two"
+    with pytest.raises(ValueError, match=both):
+        eqx_vae.spatial_decode(model, latents, mesh(2), spatial_axis="spatial", batch_axis="spatial")
+    with pytest.raises(ValueError, match=both):
+        eqx_vae.spatial_encode(model, images, mesh(2), batch_axis="spatial")
+
+
+def test_spatial_decode_of_autoencoder_tiny():
+    """TAESD's decoder (3x3 convs, nearest upsampling, pointwise layers) splits into bands exactly too."""
+    config = eqx_vae.AutoencoderTinyConfig(
+        encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+    )
+    taesd = eqx_vae.AutoencoderTiny(config, key=jax.random.key(0))
+    latents = random_images((2, 4, 6, 5), seed=5) * 2
+    sharded = eqx_vae.spatial_decode(taesd, latents, mesh(2))
+    assert_close_to_reference(sharded, eqx_vae.decode(taesd, latents), tol=TOL, what="spatial decode, TAESD")
 
 
 # The spatial axis is a field of the layers, visible in the pytree, and fails loudly where it cannot hold.

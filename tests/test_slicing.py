@@ -13,7 +13,7 @@ def model(tiny_model):
     return tiny_model
 
 
-@pytest.mark.parametrize("slice_size", [2])
+@pytest.mark.parametrize("slice_size", [2, np.int64(2)])
 def test_sliced_matches_unsliced(model, slice_size):
     images = random_images((5, 3, 16, 16), seed=1)  # 5 = two slices of 2 and a remainder of 1
     posterior = eqx_vae.sliced_encode(model, images, slice_size=slice_size)

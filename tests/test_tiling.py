@@ -66,6 +66,51 @@ def test_tiled_decode_matches_diffusers(pair, shape, tile_size, overlap, outer_j
     assert_close_to_reference((jax.jit(tiled_decode) if outer_jit else tiled_decode)(latents), expected)
 
 
+class EmptyOutputForShortTiles(torch.nn.Module):
+    """`inner`, except that a tile with a side shorter than `factor` gives the empty output it stands for
+    (`side // factor` rows or columns); torch's convs refuse such tiles instead."""
+
+    def __init__(self, inner, factor: int, channels: int):
+        super().__init__()
+        self.inner, self.factor, self.channels = inner, factor, channels
+
+    def forward(self, x):
+        height, width = x.shape[-2:]
+        if min(height, width) < self.factor:
+            return x.new_zeros((x.shape[0], self.channels, height // self.factor, width // self.factor))
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 40, 25), (1, 3, 49, 74)])
+def test_tiled_encode_takes_any_size_encode_takes(pair, monkeypatch, shape):
+    """A last tile shorter than the downsampling factor (here 1 pixel: 25 = 24 + 1, 49 = 48 + 1, 74 = 72 + 2) encodes
+    to nothing, so it adds nothing; diffusers' blended tiling with that tile's output empty is the reference, and the
+    latents have `encode`'s size."""
+    ours, reference = pair
+    _set_reference_tiles(reference, 32, 0.25)
+    factor, moments = ours.config.downsampling_factor, 2 * ours.config.latent_channels
+    monkeypatch.setattr(reference, "encoder", EmptyOutputForShortTiles(reference.encoder, factor, moments))
+    monkeypatch.setattr(reference, "quant_conv", EmptyOutputForShortTiles(reference.quant_conv, 1, moments))
+    images = random_images(shape, seed=7)
+    with torch.no_grad():
+        expected = reference.encode(to_torch(images)).latent_dist
+    posterior = eqx_vae.tiled_encode(ours, images, tile_size=32)
+    assert posterior.mean.shape == jax.eval_shape(lambda x: eqx_vae.encode(ours, x).mean, images).shape
+    assert_close_to_reference(posterior.mean, expected.mean.numpy(), what="tiled mean")
+    assert_close_to_reference(posterior.logvar, expected.logvar.numpy(), what="tiled logvar")
+
+
+def test_numpy_scalars_set_the_tiles(pair):
+    """`tile_size` and `overlap` given as NumPy scalars tile as the Python numbers do (diffusers' tiles)."""
+    ours, reference = pair
+    _set_reference_tiles(reference, 32, 0.25)
+    latents = random_images((2, 4, 20, 23), seed=5) * 2
+    with torch.no_grad():
+        expected = reference.decode(to_torch(latents)).sample.numpy()
+    decoded = eqx_vae.tiled_decode(ours, latents, tile_size=np.int64(32), overlap=np.float32(0.25))
+    assert_close_to_reference(decoded, expected)
+
+
 def test_small_inputs_are_not_tiled(pair):
     ours, _ = pair
     small = random_images((1, 4, 8, 8), seed=6)

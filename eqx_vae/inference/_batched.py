@@ -1,7 +1,9 @@
 """The batched, jitted entry points: `encode`, `decode`, `reconstruct` over NCHW batches.
 
 Each is one `eqx.filter_jit` (with this CPU's `compiler_options()`) around a `jax.vmap` of the model's
-single-example method. Inputs are checked before anything is traced, with a ValueError that names the problem.
+single-example method. Inputs are checked before anything is traced, with a ValueError that names the problem (a
+TypeError for something that is not a model). Anything array-like that `jnp.asarray` converts is accepted, such as a
+torch CPU tensor; JAX and NumPy arrays are used as they are.
 With the default conv backend on CPU, calls that repeat with one shape move from XLA's convolutions to Winograd's
 after a while (`AutoConv`'s repeated-call rule): from that call on, outputs differ by float32 rounding.
 
@@ -10,6 +12,7 @@ float pixels in 0..255 are not detected), and NaN or infinite inputs give NaN ou
 """
 
 import jax
+import numpy as np
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
@@ -21,16 +24,39 @@ from ._compiler_options import filter_jit
 from ._large_arrays import warn_if_int32_sized
 from ._padding import crop, pad_to_multiple
 
-
-def check_images(model: AbstractAutoencoderKL | AutoencoderTiny, images, *, min_side: int | None = None) -> None:
-    """A ValueError naming the problem unless `images` is a float NCHW batch with the model's input channels whose
-    sides are at least the downsampling factor (or `min_side`): smaller images would encode to empty latents."""
-    check_image(model.config, images, batched=True, min_side=min_side)
+MODELS = (AbstractAutoencoderKL, AutoencoderTiny)
 
 
-def check_latents(model: AbstractAutoencoderKL | AutoencoderTiny, latents) -> None:
-    """A ValueError naming the problem unless `latents` is a float NCHW batch with the model's latent channels."""
-    check_latent(model.config, latents, batched=True)
+def check_model(model, function: str, second=None, *, what: str = "images", tiny_instead: str | None = None) -> None:
+    """A TypeError unless `model` is a VAE (one that names swapped arguments when `second` is the model); with
+    `tiny_instead`, an AutoencoderTiny is refused too, and the message ends with it (what to use instead)."""
+    if not isinstance(model, MODELS):
+        if isinstance(second, MODELS):
+            raise TypeError(
+                f"{function} takes the model first, then the {what}: got {type(model).__name__} first and "
+                f"{type(second).__name__} second; call eqx_vae.{function}(model, {what}, ...)"
+            )
+        raise TypeError(
+            f"{function} takes a model first (AutoencoderKL, AutoencoderKLFlux2 or AutoencoderTiny), got "
+            f"{type(model).__name__}"
+        )
+    if tiny_instead is not None and isinstance(model, AutoencoderTiny):
+        raise TypeError(f"{function} takes an AutoencoderKL or AutoencoderKLFlux2, got AutoencoderTiny; {tiny_instead}")
+
+
+def check_images(
+    model: AbstractAutoencoderKL | AutoencoderTiny, images, *, min_side: int | None = None
+) -> Array | np.ndarray:
+    """`images` as a JAX or NumPy array (torch tensors and other array-likes converted), or a ValueError naming the
+    problem unless it is a float NCHW batch with the model's input channels whose sides are at least the downsampling
+    factor (or `min_side`): smaller images would encode to empty latents."""
+    return check_image(model.config, images, batched=True, min_side=min_side)
+
+
+def check_latents(model: AbstractAutoencoderKL | AutoencoderTiny, latents) -> Array | np.ndarray:
+    """`latents` as a JAX or NumPy array (torch tensors and other array-likes converted), or a ValueError naming the
+    problem unless it is a float NCHW batch with the model's latent channels."""
+    return check_latent(model.config, latents, batched=True)
 
 
 def _split(key: PRNGKeyArray | None, batch: int) -> Array | None:
@@ -124,7 +150,8 @@ def encode(
     Draw latents with `posterior.sample(key)`; `posterior.mode()` is the mean. `dropout_key` turns dropout on, for
     models that have it (the published VAEs have none: it raises).
     """
-    check_images(model, images, min_side=1 if pad else None)
+    check_model(model, "encode", images)
+    images = check_images(model, images, min_side=1 if pad else None)
     check_dropout_key(model, dropout_key)
     return encode_batch(model, images, _split(dropout_key, images.shape[0]), bool(pad))
 
@@ -139,7 +166,8 @@ def decode(
     when the call builds an array of 2**31 elements or more (an SD decode at 4096 px, or 8 images at 1024):
     such a decode returned wrong values there; `tiled_decode` keeps the arrays small.
     """
-    check_latents(model, latents)
+    check_model(model, "decode", latents, what="latents")
+    latents = check_latents(model, latents)
     check_dropout_key(model, dropout_key)
     return decode_batch(model, latents, _split(dropout_key, latents.shape[0]))
 
@@ -159,7 +187,8 @@ def reconstruct(
     (f the downsampling factor). With `pad=True` the images are padded by reflection up to multiples of f and the
     result is cropped back, so it has the input's height and width (what `eqx-vae reconstruct` does); then any size
     from 1x1 up works."""
-    check_images(model, images, min_side=1 if pad else None)
+    check_model(model, "reconstruct", images)
+    images = check_images(model, images, min_side=1 if pad else None)
     check_dropout_key(model, dropout_key)
     batch = images.shape[0]
     return _reconstruct_batch(model, images, _split(sample_key, batch), _split(dropout_key, batch), bool(pad))

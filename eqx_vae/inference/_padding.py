@@ -5,9 +5,14 @@ columns of a side that is not a multiple of the downsampling factor f (up to f -
 the next multiple first and cropping the decoded image back keeps every pixel; this is what `eqx-vae` does.
 """
 
+import operator
+from typing import SupportsIndex
+
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float
+
+from ..models._inputs import positive_int
 
 
 def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
@@ -16,14 +21,13 @@ def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
 
 
 def pad_to_multiple(
-    images: Float[ArrayLike, "*batch channels height width"], multiple: int
+    images: Float[ArrayLike, "*batch channels height width"], multiple: SupportsIndex
 ) -> Float[ArrayLike, "*batch channels padded_height padded_width"]:
     """Pads the last two axes (height, width) at the bottom and right up to multiples of `multiple`, by reflection
     (without repeating the edge pixel, NumPy's `"reflect"`); a side of one pixel is repeated instead. Works on one
     `(channels, height, width)` image or a batch; a NumPy array gives a NumPy array (no JAX dispatch), anything else
     a JAX array (also under jit). Undo it with `crop`."""
-    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
-        raise ValueError(f"multiple={multiple!r} must be a positive integer (the model's downsampling factor)")
+    multiple = positive_int(multiple, "multiple", " (the model's downsampling factor)")
     xp = np if isinstance(images, np.ndarray) else jnp
     images = xp.asarray(images)
     if images.ndim < 2:
@@ -41,7 +45,7 @@ def pad_to_multiple(
 
 
 def crop(
-    images: Float[ArrayLike, "*batch channels height width"], height: int, width: int
+    images: Float[ArrayLike, "*batch channels height width"], height: SupportsIndex, width: SupportsIndex
 ) -> Float[ArrayLike, "*batch channels cropped_height cropped_width"]:
     """The top-left `height x width` of the last two axes: the size the images had before `pad_to_multiple`.
     A NumPy array gives a NumPy array, anything else a JAX array."""
@@ -49,7 +53,13 @@ def crop(
         images = jnp.asarray(images)
     if images.ndim < 2:
         raise ValueError(f"images must have a height and a width axis (the last two), got shape {images.shape}")
+    sizes = []
     for name, value, side in (("height", height, images.shape[-2]), ("width", width, images.shape[-1])):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= side:
+        try:
+            size = None if isinstance(value, (bool, np.bool_)) else operator.index(value)
+        except TypeError:
+            size = None
+        if size is None or not 1 <= size <= side:
             raise ValueError(f"{name}={value!r} must be an integer from 1 to the images' {name}, {side}")
-    return images[..., :height, :width]
+        sizes.append(size)
+    return images[..., : sizes[0], : sizes[1]]

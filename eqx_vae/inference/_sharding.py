@@ -15,8 +15,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
-from ..models import AbstractAutoencoderKL, DiagonalGaussianDistribution, upcast_for_decode, with_spatial_axis
-from ._batched import check_images, check_latents, decode, encode
+from ..models import (
+    AbstractAutoencoderKL,
+    AutoencoderTiny,
+    DiagonalGaussianDistribution,
+    upcast_for_decode,
+    with_spatial_axis,
+)
+from ._batched import check_images, check_latents, check_model, decode, encode
 from ._compiler_options import filter_jit
 
 
@@ -30,6 +36,21 @@ def _axis(mesh: Mesh, axis_name: str | None, what: str) -> tuple[str, int]:
     if axis_name not in mesh.axis_names:
         raise ValueError(f"{what}={axis_name!r} is not an axis of the mesh (axes: {mesh.axis_names})")
     return axis_name, int(mesh.shape[axis_name])
+
+
+def _spatial_and_batch_axes(
+    mesh: Mesh, spatial_axis: str | None, batch_axis: str | None
+) -> tuple[str, int, str | None]:
+    """(spatial axis, its number of devices, batch axis or None), or a ValueError when the two are one axis."""
+    spatial, bands = _axis(mesh, spatial_axis, "spatial_axis")
+    if batch_axis is not None:
+        batch_axis, _ = _axis(mesh, batch_axis, "batch_axis")
+        if batch_axis == spatial:
+            raise ValueError(
+                f"spatial_axis and batch_axis are both the mesh axis {spatial!r}: the batch and the image height need "
+                f"two different axes (mesh axes: {mesh.axis_names}); drop batch_axis, or give it another axis"
+            )
+    return spatial, bands, batch_axis
 
 
 def _check_batch_split(batch: int, mesh: Mesh, batch_axis: str | None) -> None:
@@ -46,19 +67,22 @@ def _check_batch_split(batch: int, mesh: Mesh, batch_axis: str | None) -> None:
 # Data parallel ------------------------------------------------------------------------------------------------------
 
 
-def _replicated(model: AbstractAutoencoderKL, mesh: Mesh) -> AbstractAutoencoderKL:
+def _replicated(
+    model: AbstractAutoencoderKL | AutoencoderTiny, mesh: Mesh
+) -> AbstractAutoencoderKL | AutoencoderTiny:
     return eqx.filter_shard(model, NamedSharding(mesh, PartitionSpec()))
 
 
 def data_parallel_encode(
-    model: AbstractAutoencoderKL,
+    model: AbstractAutoencoderKL | AutoencoderTiny,
     images: ArrayLike,
     mesh: Mesh,
     *,
     batch_axis: str | None = None,
 ) -> DiagonalGaussianDistribution:
     """`eqx_vae.encode` with the batch split over `mesh`'s `batch_axis` and the weights replicated."""
-    check_images(model, images)
+    check_model(model, "data_parallel_encode", images)
+    images = check_images(model, images)
     batch_axis, _ = _axis(mesh, batch_axis, "batch_axis")
     _check_batch_split(images.shape[0], mesh, batch_axis)
     images = jax.device_put(images, NamedSharding(mesh, PartitionSpec(batch_axis)))
@@ -66,14 +90,15 @@ def data_parallel_encode(
 
 
 def data_parallel_decode(
-    model: AbstractAutoencoderKL,
+    model: AbstractAutoencoderKL | AutoencoderTiny,
     latents: ArrayLike,
     mesh: Mesh,
     *,
     batch_axis: str | None = None,
 ) -> Float[Array, "batch out_channels height width"]:
     """`eqx_vae.decode` with the batch split over `mesh`'s `batch_axis` and the weights replicated."""
-    check_latents(model, latents)
+    check_model(model, "data_parallel_decode", latents, what="latents")
+    latents = check_latents(model, latents)
     batch_axis, _ = _axis(mesh, batch_axis, "batch_axis")
     _check_batch_split(latents.shape[0], mesh, batch_axis)
     latents = jax.device_put(latents, NamedSharding(mesh, PartitionSpec(batch_axis)))
@@ -125,20 +150,22 @@ def spatial_encode(
     """Encodes with every image split into horizontal bands over mesh axis `spatial_axis`, exactly.
 
     The height must be a multiple of (devices x downsampling factor). `batch_axis`, another mesh axis, additionally
-    splits the batch (data parallel). The result equals `eqx_vae.encode` to float32 rounding.
+    splits the batch (data parallel). The result equals `eqx_vae.encode` to float32 rounding. AutoencoderTiny is
+    refused (TypeError): use `eqx_vae.encode` or `data_parallel_encode`.
     """
-    check_images(model, images)
-    spatial, bands = _axis(mesh, spatial_axis, "spatial_axis")
-    if batch_axis is not None:
-        batch_axis, _ = _axis(mesh, batch_axis, "batch_axis")
-        _check_batch_split(images.shape[0], mesh, batch_axis)
+    check_model(
+        model, "spatial_encode", images, tiny_instead="use eqx_vae.encode or eqx_vae.data_parallel_encode for TAESD"
+    )
+    images = check_images(model, images)
+    spatial, bands, batch_axis = _spatial_and_batch_axes(mesh, spatial_axis, batch_axis)
+    _check_batch_split(images.shape[0], mesh, batch_axis)
     _check_bands(images.shape[-2], bands, model.config.downsampling_factor, "image", spatial)
     moments = _spatial_moments(model, images, mesh, spatial, batch_axis)
     return DiagonalGaussianDistribution.from_moments(moments)
 
 
 def spatial_decode(
-    model: AbstractAutoencoderKL,
+    model: AbstractAutoencoderKL | AutoencoderTiny,
     latents: ArrayLike,
     mesh: Mesh,
     *,
@@ -149,12 +176,18 @@ def spatial_decode(
 
     Each device holds one band of every activation (1/devices of the activation memory), exchanging one-row halos
     before each 3x3 conv, averaging GroupNorm statistics over bands and gathering attention keys/values. The latent
-    height must be a multiple of the number of devices. Applies `force_upcast` as `eqx_vae.decode` does.
+    height must be a multiple of the number of devices. Applies `force_upcast` as `eqx_vae.decode` does. Takes
+    AutoencoderTiny too, with nearest upsampling (its decoder has only convs, upsamplers and pointwise layers); a
+    bilinear upsampler would interpolate across band edges, so that is refused (ValueError).
     """
-    check_latents(model, latents)
-    spatial, bands = _axis(mesh, spatial_axis, "spatial_axis")
-    if batch_axis is not None:
-        batch_axis, _ = _axis(mesh, batch_axis, "batch_axis")
-        _check_batch_split(latents.shape[0], mesh, batch_axis)
+    check_model(model, "spatial_decode", latents, what="latents")
+    if isinstance(model, AutoencoderTiny) and model.config.upsample_fn == "bilinear":
+        raise ValueError(
+            "spatial_decode cannot split an AutoencoderTiny whose upsample_fn is 'bilinear' (each output row "
+            "interpolates between rows of two bands); use eqx_vae.tiny_tiled_decode or eqx_vae.decode"
+        )
+    latents = check_latents(model, latents)
+    spatial, bands, batch_axis = _spatial_and_batch_axes(mesh, spatial_axis, batch_axis)
+    _check_batch_split(latents.shape[0], mesh, batch_axis)
     _check_bands(latents.shape[-2], bands, 1, "latent", spatial)
     return _spatial_decode(model, latents, mesh, spatial, batch_axis)

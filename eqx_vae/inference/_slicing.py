@@ -6,18 +6,16 @@ peak activation memory is that of one slice whatever the batch size, and the res
 outer `jax.jit` the loop unrolls. Not `lax.map`: the loop reuses the compiled batch function of `encode`/`decode`.
 """
 
+from typing import SupportsIndex
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
 from ..models import AbstractAutoencoderKL, AutoencoderTiny, DiagonalGaussianDistribution
-from ._batched import check_images, check_latents, decode_batch, encode_batch
-
-
-def _check_slice_size(slice_size: int) -> None:
-    if isinstance(slice_size, bool) or not isinstance(slice_size, int) or slice_size < 1:
-        raise ValueError(f"slice_size={slice_size!r} must be a positive integer")
+from ..models._inputs import positive_int
+from ._batched import check_images, check_latents, check_model, decode_batch, encode_batch
 
 
 def _slices(array: Array, slice_size: int) -> list[Array]:
@@ -25,11 +23,12 @@ def _slices(array: Array, slice_size: int) -> list[Array]:
 
 
 def sliced_encode(
-    model: AbstractAutoencoderKL | AutoencoderTiny, images: ArrayLike, *, slice_size: int = 1
+    model: AbstractAutoencoderKL | AutoencoderTiny, images: ArrayLike, *, slice_size: SupportsIndex = 1
 ) -> DiagonalGaussianDistribution:
     """`eqx_vae.encode`, `slice_size` images at a time (bounded memory, identical results)."""
-    check_images(model, images)
-    _check_slice_size(slice_size)
+    check_model(model, "sliced_encode", images)
+    images = check_images(model, images)
+    slice_size = positive_int(slice_size, "slice_size")
     parts = [encode_batch(model, part) for part in _slices(jnp.asarray(images), slice_size)]
     return jax.tree.map(lambda *arrays: jnp.concatenate(arrays), *parts)
 
@@ -38,9 +37,10 @@ def sliced_decode(
     model: AbstractAutoencoderKL | AutoencoderTiny,
     latents: ArrayLike,
     *,
-    slice_size: int = 1,
+    slice_size: SupportsIndex = 1,
 ) -> Float[Array, "batch out_channels height width"]:
     """`eqx_vae.decode`, `slice_size` latents at a time (bounded memory, identical results; applies force_upcast)."""
-    check_latents(model, latents)
-    _check_slice_size(slice_size)
+    check_model(model, "sliced_decode", latents, what="latents")
+    latents = check_latents(model, latents)
+    slice_size = positive_int(slice_size, "slice_size")
     return jnp.concatenate([decode_batch(model, part) for part in _slices(jnp.asarray(latents), slice_size)])

@@ -18,6 +18,7 @@ diffusers' behaviour, reproduced.
 """
 
 import dataclasses
+from typing import SupportsIndex
 
 import equinox as eqx
 import jax
@@ -27,7 +28,8 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
 from ..models import AbstractAutoencoderKL, DiagonalGaussianDistribution
-from ._batched import check_images, check_latents, decode_batch, moments_batch
+from ..models._inputs import fraction, positive_int
+from ._batched import check_images, check_latents, check_model, decode_batch, moments_batch
 
 DEFAULT_OVERLAP = 0.25
 
@@ -40,9 +42,12 @@ class TileGrid:
     step: int  # distance between tile starts on the input side
     blend: int  # rows/columns blended on the output side
     keep: int  # rows/columns each blended tile keeps on the output side ("row_limit")
+    min_in: int = 1  # a shorter last tile would have no output (encode: sides below the downsampling factor)
 
     def starts(self, length: int) -> list[int]:
-        return list(range(0, length, self.step))
+        """Where the tiles start along an input side of `length`; a last tile shorter than `min_in` is left out, since
+        its output would be empty (its rows/columns are still seen by the tile before it, which holds them)."""
+        return [start for start in range(0, length, self.step) if start == 0 or length - start >= self.min_in]
 
 
 def _sample_tile(model: AbstractAutoencoderKL, tile_size: int | None) -> int:
@@ -60,7 +65,9 @@ def _grids(sample_tile: int, factor: int, overlap: float) -> tuple[TileGrid, Til
     encode_step = int(sample_tile * (1 - overlap))
     decode_step = int(latent_tile * (1 - overlap))
     return (
-        TileGrid(in_tile=sample_tile, step=encode_step, blend=latent_blend, keep=latent_tile - latent_blend),
+        TileGrid(
+            in_tile=sample_tile, step=encode_step, blend=latent_blend, keep=latent_tile - latent_blend, min_in=factor
+        ),
         TileGrid(in_tile=latent_tile, step=decode_step, blend=sample_blend, keep=sample_tile - sample_blend),
     )
 
@@ -74,16 +81,17 @@ def _lines_up(encode: TileGrid, decode: TileGrid, factor: int) -> bool:
     return encode.step == encode.keep * factor and decode.keep == decode.step * factor
 
 
-def tile_grids(model: AbstractAutoencoderKL, tile_size: int | None, overlap: float) -> tuple[TileGrid, TileGrid]:
+def tile_grids(
+    model: AbstractAutoencoderKL, tile_size: SupportsIndex | None, overlap: float | np.floating
+) -> tuple[TileGrid, TileGrid]:
     """(encode grid, decode grid) for `tile_size` image pixels; raises ValueError on a bad tile or overlap.
 
     Beyond diffusers: a tile size whose kept stretches don't match the tile spacing (e.g. 12 pixels at 8x with
     overlap 0.25) would make an output of the wrong size; diffusers returns it, we refuse it.
     """
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
-        raise ValueError(f"overlap={overlap!r} must be a number in [0, 1)")
-    if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1):
-        raise ValueError(f"tile_size={tile_size!r} must be a positive integer (image pixels) or None")
+    overlap = fraction(overlap, "overlap")
+    if tile_size is not None:
+        tile_size = positive_int(tile_size, "tile_size", " (image pixels) or None")
     sample_tile = _sample_tile(model, tile_size)
     factor = model.config.downsampling_factor
     encode, decode = _grids(sample_tile, factor, overlap)
@@ -171,8 +179,8 @@ def tiled_encode(
     model: AbstractAutoencoderKL,
     images: ArrayLike,
     *,
-    tile_size: int | None = None,
-    overlap: float = DEFAULT_OVERLAP,
+    tile_size: SupportsIndex | None = None,
+    overlap: float | np.floating = DEFAULT_OVERLAP,
 ) -> DiagonalGaussianDistribution:
     """Encodes NCHW images tile by tile, as diffusers' `AutoencoderKL.encode` does after `enable_tiling()`.
 
@@ -180,9 +188,15 @@ def tiled_encode(
     The tiles must line up with the downsampling factor f: at overlap 0.25, tile_size a multiple of 4 f (ValueError
     otherwise, naming the nearest size that works).
     Images no larger than the tile are encoded whole. Moments are blended before the log-variance is clipped, as in
-    diffusers.
+    diffusers. Any image `eqx_vae.encode` takes works, with the same latent size: a last tile narrower than f, which
+    diffusers hands to the encoder (and torch refuses), would encode to nothing, so it is left out.
+    AutoencoderTiny is refused (TypeError): use `eqx_vae.encode`.
     """
-    check_images(model, images)
+    check_model(
+        model, "tiled_encode", images, tiny_instead="TAESD has no tiled encode here: use eqx_vae.encode (or "
+        "eqx_vae.sliced_encode to encode a large batch a few images at a time)"
+    )
+    images = check_images(model, images)
     encode_grid, _ = tile_grids(model, tile_size, overlap)
     return DiagonalGaussianDistribution.from_moments(_tiled(moments_batch, model, jnp.asarray(images), encode_grid))
 
@@ -191,15 +205,20 @@ def tiled_decode(
     model: AbstractAutoencoderKL,
     latents: ArrayLike,
     *,
-    tile_size: int | None = None,
-    overlap: float = DEFAULT_OVERLAP,
+    tile_size: SupportsIndex | None = None,
+    overlap: float | np.floating = DEFAULT_OVERLAP,
 ) -> Float[Array, "batch out_channels height width"]:
     """Decodes NCHW latents tile by tile, as diffusers' `AutoencoderKL.decode` does after `enable_tiling()`.
 
     `tile_size` is in image pixels (default: `config.sample_size`); a latent tile spans
     `int(tile_size / downsampling_factor)` latent pixels. Latents no larger than a latent tile are decoded whole. A
-    float16 model whose config says `force_upcast` decodes in float32 (see `eqx_vae.decode`).
+    float16 model whose config says `force_upcast` decodes in float32 (see `eqx_vae.decode`). AutoencoderTiny is
+    refused (TypeError): `eqx_vae.tiny_tiled_decode` decodes it tile by tile exactly.
     """
-    check_latents(model, latents)
+    check_model(
+        model, "tiled_decode", latents, what="latents", tiny_instead="use eqx_vae.tiny_tiled_decode, which decodes "
+        "TAESD tile by tile with exactly the untiled result"
+    )
+    latents = check_latents(model, latents)
     _, decode_grid = tile_grids(model, tile_size, overlap)
     return _tiled(decode_batch, model, jnp.asarray(latents), decode_grid)

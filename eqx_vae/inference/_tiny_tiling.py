@@ -16,14 +16,17 @@ All tiles have one shape (tiles at the image's edges are shifted inwards instead
 decode compiles once; they run one at a time, so peak memory is one tile's activations plus the output image.
 """
 
+from typing import SupportsIndex
+
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float
 
+from ..models._inputs import positive_int
 from ..models._tiny import AutoencoderTiny
 from ..models._tiny_config import AutoencoderTinyConfig
-from ._batched import check_latents, decode_batch
+from ._batched import check_latents, check_model, decode_batch
 
 
 def _decoder_ops(config: AutoencoderTinyConfig) -> list[str]:
@@ -42,6 +45,11 @@ def decoder_receptive_field(config: AutoencoderTinyConfig | AutoencoderTiny) -> 
     """How many latent pixels on each side of its own latent pixel an output pixel of TAESD's decoder depends on
     (see the module's docstring): the halo `tiny_tiled_decode` grows every tile by."""
     config = config.config if isinstance(config, AutoencoderTiny) else config
+    if not isinstance(config, AutoencoderTinyConfig):
+        raise TypeError(
+            f"decoder_receptive_field takes an AutoencoderTiny or its config, got {type(config).__name__}: an "
+            "AutoencoderKL decoder's GroupNorm and attention see the whole latent"
+        )
     ops = _decoder_ops(config)
     s = config.upsampling_scaling_factor
     factor = config.upsampling_factor
@@ -71,7 +79,7 @@ def _windows(length: int, core: int, halo: int) -> list[tuple[int, int, int, int
 
 
 def tiny_tiled_decode(
-    model: AutoencoderTiny, latents: ArrayLike, *, tile_size: int = 64
+    model: AutoencoderTiny, latents: ArrayLike, *, tile_size: SupportsIndex = 64
 ) -> Float[Array, "batch out_channels height width"]:
     """`eqx_vae.decode` of TAESD latents `(batch, latent_channels, h, w)`, tile by tile, with the same result.
 
@@ -80,15 +88,15 @@ def tiny_tiled_decode(
     kept, so the result equals the untiled decode up to float32 rounding. Peak memory is that of decoding one
     `(tile_size + 2 halo)`-sided latent, plus the output image. Applies `force_upcast` like `eqx_vae.decode`.
     """
+    check_model(model, "tiny_tiled_decode", latents, what="latents")
     if not isinstance(model, AutoencoderTiny):
         raise TypeError(
             f"tiny_tiled_decode is exact only for AutoencoderTiny (TAESD), got {type(model).__name__}; use "
             "eqx_vae.tiled_decode for AutoencoderKL"
         )
-    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1:
-        raise ValueError(f"tile_size={tile_size!r} must be a positive integer (latent pixels)")
-    check_latents(model, latents)
-    latents = np.asarray(latents)  # windows are cut on the host: slicing a device array compiles per window
+    tile_size = positive_int(tile_size, "tile_size", " (latent pixels)")
+    # windows are cut on the host: slicing a device array compiles per window
+    latents = np.asarray(check_latents(model, latents))
     batch, _, height, width = latents.shape
     halo = decoder_receptive_field(model.config)
     factor = model.config.upsampling_factor

@@ -68,9 +68,12 @@ _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
 
 
 def _orientation(image) -> int:
-    """The image's EXIF orientation (1: as stored), which `PIL.ImageOps.exif_transpose` applies."""
+    """The image's EXIF orientation (1: as stored), which `PIL.ImageOps.exif_transpose` applies, from the file's header
+    (a PNG's EXIF stored after its pixels is not read, so that `image_size` never decodes the pixels)."""
     from PIL import ExifTags
 
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1
     return image.getexif().get(ExifTags.Base.Orientation, 1)
 
 
@@ -106,8 +109,9 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = MAX_PIXELS) 
     path = os.fspath(path)
     with _open(path, max_pixels) as image:
         try:
+            orientation = _orientation(image)  # before the pixels are loaded, as `image_size` reads it
             image.load()
-            if _orientation(image) != 1:
+            if orientation != 1:
                 image = ImageOps.exif_transpose(image)
             mode = image.mode
             if mode in _SIXTEEN_BIT_GREY or mode in ("I", "F"):

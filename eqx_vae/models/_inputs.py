@@ -1,15 +1,49 @@
-"""Input checks for images and latents: rank, floating dtype, channel count, empty axes and the smallest image.
+"""Input checks for images and latents: rank, floating dtype, channel count, empty axes and the smallest image; and
+for the integer and fraction options of the entry points.
 
 They look at shapes and dtypes only, which are static under `jax.jit` and `jax.vmap`, so they run once while tracing
 and cost nothing afterwards. The model's single-example methods and the batched entry points share them, so both
 raise the same ValueError for the same mistake.
 """
 
+import numbers
+import operator
+
 import jax.numpy as jnp
 import numpy as np
 
+from ._posterior import DiagonalGaussianDistribution
+
 EXAMPLE_AXES = ("channels", "height", "width")
 BATCH_AXES = ("batch", "channels", "height", "width")
+
+
+def _has_numpy_dtype(array) -> bool:
+    try:
+        np.dtype(array.dtype)
+    except (AttributeError, TypeError):
+        return False
+    return True
+
+
+def as_array(array, what: str, axes_text: str):
+    """`array` itself when it is a JAX or NumPy array (or anything else with a NumPy dtype, such as a tracer), else
+    its conversion by `jnp.asarray` when it is array-like (a torch CPU tensor, say). A posterior given as latents
+    (`what` is "latents" or "z") is refused with a ValueError that says how to take latents from it; other objects are
+    returned as they are."""
+    if isinstance(array, DiagonalGaussianDistribution) and what in ("latents", "z"):
+        raise ValueError(
+            f"{what} must be an array of shape ({axes_text}), got a DiagonalGaussianDistribution (the posterior "
+            "that encode returns): take its latents with posterior.mode() or posterior.sample(key)"
+        )
+    if _has_numpy_dtype(array) or not any(
+        hasattr(array, name) for name in ("__jax_array__", "__dlpack__", "__array__")
+    ):
+        return array
+    try:
+        return jnp.asarray(array)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{what} ({type(array).__name__}) could not be converted to a JAX array: {error}") from error
 
 
 def check_array(
@@ -20,10 +54,12 @@ def check_array(
     what: str,
     channel_name: str,
     min_side: int = 1,
-) -> None:
-    """A ValueError naming the problem unless `array` is a floating array with these `axes` (channels third from the
-    end), `channels` channels, no empty axis, and height and width of at least `min_side`."""
+):
+    """`array` (converted by `as_array`), or a ValueError naming the problem unless it is a floating array with these
+    `axes` (channels third from the end), `channels` channels, no empty axis, and height and width of at least
+    `min_side`."""
     axes_text = ", ".join(axes)
+    array = as_array(array, what, axes_text)
     shape = getattr(array, "shape", None)
     dtype = getattr(array, "dtype", None)
     if shape is None or dtype is None:
@@ -56,12 +92,14 @@ def check_array(
             f"each side must be at least {min_side} pixels (pad first: eqx_vae.pad_to_multiple, or pad=True in "
             "eqx_vae.encode / reconstruct)"
         )
+    return array
 
 
-def check_image(config, x, *, batched: bool = False, min_side: int | None = None) -> None:
-    """Checks images for a model with this config: `(channels, height, width)`, or NCHW when `batched`; each side at
-    least the downsampling factor (or `min_side`), since smaller images would encode to empty latents."""
-    check_array(
+def check_image(config, x, *, batched: bool = False, min_side: int | None = None):
+    """`x` as an array (see `as_array`), checked as images for a model with this config: `(channels, height, width)`,
+    or NCHW when `batched`; each side at least the downsampling factor (or `min_side`), since smaller images would
+    encode to empty latents."""
+    return check_array(
         x,
         axes=BATCH_AXES if batched else EXAMPLE_AXES,
         channels=config.in_channels,
@@ -71,12 +109,35 @@ def check_image(config, x, *, batched: bool = False, min_side: int | None = None
     )
 
 
-def check_latent(config, z, *, batched: bool = False) -> None:
-    """Checks latents for a model with this config: `(latent_channels, height, width)`, or NCHW when `batched`."""
-    check_array(
+def check_latent(config, z, *, batched: bool = False):
+    """`z` as an array (see `as_array`), checked as latents for a model with this config: `(latent_channels, height,
+    width)`, or NCHW when `batched`."""
+    return check_array(
         z,
         axes=BATCH_AXES if batched else EXAMPLE_AXES,
         channels=config.latent_channels,
         what="latents" if batched else "z",
         channel_name="latent_channels",
     )
+
+
+def positive_int(value, what: str, unit: str = "") -> int:
+    """`value` as a Python int when it is a positive integer (a NumPy integer too, not a bool), else a ValueError
+    naming `what`."""
+    if not isinstance(value, (bool, np.bool_)):
+        try:
+            number = operator.index(value)
+        except TypeError:
+            pass
+        else:
+            if number >= 1:
+                return number
+    raise ValueError(f"{what}={value!r} must be a positive integer{unit}")
+
+
+def fraction(value, what: str) -> float:
+    """`value` as a Python float when it is a real number in [0, 1) (a NumPy scalar too, not a bool), else a
+    ValueError naming `what`."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and 0 <= value < 1:
+        return float(value)
+    raise ValueError(f"{what}={value!r} must be a number in [0, 1)")
