@@ -117,3 +117,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if shared := _module_fixtures_used(item):
             item.add_marker(pytest.mark.xdist_group(f"{item.path.stem}:{','.join(shared)}"))
+
+
+@pytest.fixture
+def without_type_checker():
+    """The library's own errors for arguments of the wrong type, as a user without a runtime type checker sees them:
+    the suite's jaxtyping hook is switched off for the test (it would answer first, with its own TypeError)."""
+    import jaxtyping
+
+    before = jaxtyping.config.jaxtyping_disable
+    jaxtyping.config.update("jaxtyping_disable", True)
+    yield
+    jaxtyping.config.update("jaxtyping_disable", before)

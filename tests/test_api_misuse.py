@@ -7,7 +7,6 @@ Checked as a user without a type checker sees them (the suite's jaxtyping hook w
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jaxtyping
 import numpy as np
 import pytest
 from helpers import SMALL_CONFIG, float64_enabled, random_images
@@ -15,15 +14,6 @@ from jax.sharding import Mesh
 
 import eqx_vae
 from eqx_vae.inference import decoder_receptive_field
-
-
-@pytest.fixture
-def without_type_checker():
-    """What a user without a runtime type checker sees: the jaxtyping hook is switched off for the test."""
-    before = jaxtyping.config.jaxtyping_disable
-    jaxtyping.config.update("jaxtyping_disable", True)
-    yield
-    jaxtyping.config.update("jaxtyping_disable", before)
 
 
 def small_taesd(**changes) -> eqx_vae.AutoencoderTiny:
@@ -216,3 +206,12 @@ def test_numpy_integers_are_sizes_and_bools_are_not(small_model, without_type_ch
         eqx_vae.tiny_tiled_decode(small_taesd(), latents, tile_size=2.5)
     with pytest.raises(ValueError, match=r"height=np\.False_ must be an integer from 1"):
         eqx_vae.crop(image, np.bool_(False), 4)
+
+
+def test_taesd_latent_scaling_refuses_autoencoder_kl(small_model, without_type_checker):
+    latents = jnp.zeros((1, 4, 2, 2))
+    for function in (eqx_vae.scale_latents, eqx_vae.unscale_latents):
+        for other in (small_model, small_model.config):
+            with pytest.raises(TypeError, match=f"{function.__name__} takes an AutoencoderTiny or its config, got "
+                               f"{type(other).__name__}.*to_diffusion_latents"):
+                function(latents, other)

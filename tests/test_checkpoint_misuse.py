@@ -7,7 +7,6 @@ import pathlib
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jaxtyping
 import numpy as np
 import pytest
 from helpers import SMALL_CONFIG, run_cli
@@ -135,15 +134,6 @@ def test_convert_to_float16_refuses_an_overflow(capsys, small_model, tmp_path):
 
 # Configs of another family ----------------------------------------------------------------------------------------
 
-
-@pytest.fixture
-def without_type_checker():
-    """The constructors' own errors, as users without a runtime type checker see them: the test suite's jaxtyping
-    hook would otherwise refuse a config of the wrong type first (with a TypeError of its own)."""
-    before = jaxtyping.config.jaxtyping_disable
-    jaxtyping.config.update("jaxtyping_disable", True)
-    yield
-    jaxtyping.config.update("jaxtyping_disable", before)
 
 
 def test_each_family_model_class_bears_its_diffusers_class_name():

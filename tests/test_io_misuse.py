@@ -9,7 +9,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import jaxtyping
 import numpy as np
 import pytest
 from helpers import SMALL_CONFIG
@@ -19,13 +18,6 @@ from eqx_vae.io._images import image_size
 
 PIL = pytest.importorskip("PIL.Image")
 
-
-@pytest.fixture
-def without_type_checker():
-    before = jaxtyping.config.jaxtyping_disable
-    jaxtyping.config.update("jaxtyping_disable", True)
-    yield
-    jaxtyping.config.update("jaxtyping_disable", before)
 
 
 def latents(batch=1):

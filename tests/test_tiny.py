@@ -118,6 +118,22 @@ def test_forward_and_deterministic_posterior(reference_4):
         model(images[0], sample_key=jax.random.key(0))
 
 
+def test_images_smaller_than_the_factor_match_diffusers(reference_4):
+    """TAESD's stride-2 convs round sides up, so diffusers encodes images smaller than the downsampling factor; the
+    batched calls and the model's own methods take them too."""
+    vae, model, _ = reference_4
+    images = random_images((1, 3, 3, 10), seed=8)
+    with torch.no_grad():
+        latents = vae.encode(torch.from_numpy(np.array(images))).latents.numpy()
+        forward = vae(torch.from_numpy(np.array(images))).sample.numpy()
+    assert latents.shape == (1, 4, 1, 3)
+    assert_close_to_reference(eqx_vae.encode(model, images).mode(), latents, what="latents")
+    assert_close_to_reference(eqx_vae.reconstruct(model, images), forward, what="forward")
+    assert_close_to_reference(model.encode(jnp.asarray(images[0])).mode(), latents[0], what="one")
+    with pytest.raises(ValueError, match="latent_channels"):
+        model.decode(jnp.zeros((3, 2, 2)))
+
+
 def test_scale_and_unscale_latents_match_diffusers(reference_4):
     vae, model, _ = reference_4
     latents = np.random.default_rng(4).normal(0, 3, (2, 4, 5, 7)).astype(np.float32)  # some beyond the clip range

@@ -68,7 +68,7 @@ class AbstractAutoencoderKL(eqx.Module):
         Raises ValueError for an input that is not a floating `(in_channels, height, width)` array with sides of at
         least the downsampling factor (static checks: they run while tracing, under jit and vmap too).
         """
-        check_image(self.config, x)
+        x = check_image(self.config, x)
         check_dropout_key(self, dropout_key)
         moments = call_with_auto_conv(self.encoder, x, dropout_key=dropout_key)
         return moments if self.quant_conv is None else self.quant_conv(moments)
@@ -83,7 +83,7 @@ class AbstractAutoencoderKL(eqx.Module):
         self, z: Float[Array, "latent_channels latent_height latent_width"], *, dropout_key: PRNGKeyArray | None = None
     ) -> Float[Array, "out_channels height width"]:
         """One latent -> one image. Raises ValueError unless `z` is a floating `(latent_channels, h, w)` array."""
-        check_latent(self.config, z)
+        z = check_latent(self.config, z)
         check_dropout_key(self, dropout_key)
         if self.post_quant_conv is not None:
             z = self.post_quant_conv(z)

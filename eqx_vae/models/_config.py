@@ -257,3 +257,8 @@ class AutoencoderKLConfig(DiffusersConfig):
         """How many image pixels one latent pixel spans along each axis."""
         return 2 ** (len(self.block_out_channels) - 1)
 
+    @property
+    def min_image_side(self) -> int:
+        """The shortest image side the encoder takes: the downsampling factor (smaller images encode to nothing)."""
+        return self.downsampling_factor
+

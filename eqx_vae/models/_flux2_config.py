@@ -85,6 +85,11 @@ class AutoencoderKLFlux2Config(DiffusersConfig):
         return 2 ** (len(self.block_out_channels) - 1)
 
     @property
+    def min_image_side(self) -> int:
+        """The shortest image side the encoder takes: the downsampling factor (smaller images encode to nothing)."""
+        return self.downsampling_factor
+
+    @property
     def patched_channels(self) -> int:
         """The channels of the diffusion model's latents: `prod(patch_size) * latent_channels` (the BatchNorm's)."""
         return math.prod(self.patch_size) * self.latent_channels

@@ -97,15 +97,15 @@ def check_array(
 
 def check_image(config, x, *, batched: bool = False, min_side: int | None = None):
     """`x` as an array (see `as_array`), checked as images for a model with this config: `(channels, height, width)`,
-    or NCHW when `batched`; each side at least the downsampling factor (or `min_side`), since smaller images would
-    encode to empty latents."""
+    or NCHW when `batched`; each side at least `config.min_image_side` (or `min_side`): for an AutoencoderKL the
+    downsampling factor, since smaller images would encode to empty latents."""
     return check_array(
         x,
         axes=BATCH_AXES if batched else EXAMPLE_AXES,
         channels=config.in_channels,
         what="images" if batched else "x",
         channel_name="in_channels",
-        min_side=config.downsampling_factor if min_side is None else min_side,
+        min_side=config.min_image_side if min_side is None else min_side,
     )
 
 

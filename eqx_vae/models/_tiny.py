@@ -13,6 +13,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..nn import Conv2d, get_activation, traced_once_per_shape
 from ._autoencoder import check_config, check_dropout_key
+from ._inputs import check_image, check_latent
 from ._posterior import DiagonalGaussianDistribution
 from ._tiny_config import AutoencoderTinyConfig
 
@@ -231,6 +232,7 @@ class AutoencoderTiny(eqx.Module):
         self, x: Float[Array, "in_channels height width"], *, dropout_key: PRNGKeyArray | None = None
     ) -> DiagonalGaussianDistribution:
         """One image -> its latents, as a zero-variance posterior (`deterministic=True`) whose `mode()` they are."""
+        x = check_image(self.config, x)
         check_dropout_key(self, dropout_key)
         latents = self.encoder(x)
         return DiagonalGaussianDistribution(latents, jnp.zeros_like(latents), deterministic=True)
@@ -239,6 +241,7 @@ class AutoencoderTiny(eqx.Module):
         self, z: Float[Array, "latent_channels latent_height latent_width"], *, dropout_key: PRNGKeyArray | None = None
     ) -> Float[Array, "out_channels height width"]:
         """One latent -> one image."""
+        z = check_latent(self.config, z)
         check_dropout_key(self, dropout_key)
         return self.decoder(z)
 
@@ -262,8 +265,14 @@ class AutoencoderTiny(eqx.Module):
         return self.decode(unscale_latents(stored, self.config))
 
 
-def _tiny_config_of(config_or_model: AutoencoderTinyConfig | AutoencoderTiny) -> AutoencoderTinyConfig:
-    return config_or_model.config if isinstance(config_or_model, AutoencoderTiny) else config_or_model
+def _tiny_config_of(config_or_model: AutoencoderTinyConfig | AutoencoderTiny, function: str) -> AutoencoderTinyConfig:
+    config = config_or_model.config if isinstance(config_or_model, AutoencoderTiny) else config_or_model
+    if not isinstance(config, AutoencoderTinyConfig):
+        raise TypeError(
+            f"{function} takes an AutoencoderTiny or its config, got {type(config_or_model).__name__}; for an "
+            "AutoencoderKL's latents use eqx_vae.to_diffusion_latents / from_diffusion_latents"
+        )
+    return config
 
 
 def scale_latents(
@@ -271,7 +280,7 @@ def scale_latents(
 ) -> Float[Array, "*shape"]:
     """TAESD latents -> [0, 1], for storing them as 8-bit images (diffusers' `AutoencoderTiny.scale_latents`):
     `clip(latents / (2 latent_magnitude) + latent_shift, 0, 1)`. Any shape."""
-    config = _tiny_config_of(config)
+    config = _tiny_config_of(config, "scale_latents")
     latents = jnp.asarray(latents)
     return jnp.clip(latents / (2 * config.latent_magnitude) + config.latent_shift, 0, 1)
 
@@ -281,6 +290,6 @@ def unscale_latents(
 ) -> Float[Array, "*shape"]:
     """[0, 1] -> TAESD latents, the inverse of `scale_latents` inside the clipping range (diffusers'
     `AutoencoderTiny.unscale_latents`): `(values - latent_shift) * 2 latent_magnitude`. Any shape."""
-    config = _tiny_config_of(config)
+    config = _tiny_config_of(config, "unscale_latents")
     values = jnp.asarray(values)
     return (values - config.latent_shift) * (2 * config.latent_magnitude)

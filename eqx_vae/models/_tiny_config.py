@@ -112,6 +112,11 @@ class AutoencoderTinyConfig(DiffusersConfig):
         return 2 ** (len(self.encoder_block_out_channels) - 1)
 
     @property
+    def min_image_side(self) -> int:
+        """The shortest image side the encoder takes: any, since its stride-2 convs round sides up (as diffusers')."""
+        return 1
+
+    @property
     def upsampling_factor(self) -> int:
         """How many image pixels the decoder makes of one latent pixel along each axis."""
         return self.upsampling_scaling_factor ** (len(self.decoder_block_out_channels) - 1)
