@@ -34,7 +34,12 @@ def _set_reference_tiles(reference, tile_size: int, overlap: float) -> None:
 
 @pytest.mark.parametrize(
     "shape, tile_size, overlap",
-    [((2, 3, 72, 90), 32, 0.25), pytest.param((1, 3, 70, 60), 48, 0.5, marks=pytest.mark.slow)],
+    [
+        ((2, 3, 72, 90), 32, 0.25),
+        # 33 px lines up for encoding only (tiles 24 px apart keep 6 latents); diffusers takes it too
+        ((1, 3, 70, 90), 33, 0.25),
+        pytest.param((1, 3, 70, 60), 48, 0.5, marks=pytest.mark.slow),
+    ],
 )
 def test_tiled_encode_matches_diffusers(pair, shape, tile_size, overlap):
     ours, reference = pair
@@ -123,7 +128,7 @@ def test_bad_tile_and_overlap_are_rejected(pair):
     with pytest.raises(ValueError, match="too small for the downsampling factor 4"):
         eqx_vae.tiled_decode(ours, latents, tile_size=3)
     with pytest.raises(ValueError, match="too small"):
-        eqx_vae.tiled_encode(ours, random_images((1, 3, 16, 16)), tile_size=4)
+        eqx_vae.tiled_encode(ours, random_images((1, 3, 16, 16)), tile_size=3)
     for overlap in (1.0, -0.1, 1.5):
         with pytest.raises(ValueError, match="overlap"):
             eqx_vae.tiled_decode(ours, latents, overlap=overlap)
@@ -131,8 +136,12 @@ def test_bad_tile_and_overlap_are_rejected(pair):
         eqx_vae.tiled_decode(ours, latents, tile_size=0)
     # 12 px at 4x, overlap 0.25: tiles start 2 latents = 8 px apart but would keep 9 px each (diffusers returns a wrong
     # size); 16 is the next size that lines up.
-    with pytest.raises(ValueError, match="does not line up.*use tile_size=16"):
+    with pytest.raises(ValueError, match="does not line up.*for decoding.*use tile_size=16"):
         eqx_vae.tiled_decode(ours, latents, tile_size=12)
+    with pytest.raises(ValueError, match="does not line up.*for encoding.*use tile_size=16"):
+        eqx_vae.tiled_encode(ours, random_images((1, 3, 40, 40)), tile_size=12)
+    with pytest.raises(ValueError, match="does not line up.*for decoding.*use tile_size=48"):
+        eqx_vae.tiled_decode(ours, latents, tile_size=33)
 
 
 def test_no_convolution_runs_inside_a_loop(pair):

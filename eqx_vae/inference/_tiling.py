@@ -72,22 +72,40 @@ def _grids(sample_tile: int, factor: int, overlap: float) -> tuple[TileGrid, Til
     )
 
 
-def _too_small(encode: TileGrid, decode: TileGrid) -> bool:
-    return decode.in_tile < 1 or encode.step < 1 or decode.step < 1
-
-
-def _lines_up(encode: TileGrid, decode: TileGrid, factor: int) -> bool:
-    """Whether each tile keeps exactly the stretch up to the next tile's start (output = `factor` x the input)."""
-    return encode.step == encode.keep * factor and decode.keep == decode.step * factor
+def _problem(encode: TileGrid, decode: TileGrid, factor: int, ops: tuple[str, ...]) -> str | None:
+    """Why these grids cannot tile the `ops` ("encode", "decode"), or None. Each kept stretch must reach exactly to
+    the next tile's start (output = `factor` x the input), or the output would have the wrong size."""
+    if decode.in_tile < 1 or ("encode" in ops and encode.step < 1) or ("decode" in ops and decode.step < 1):
+        return (
+            f"is too small for the downsampling factor {factor}: a tile would span {decode.in_tile} latent pixels "
+            f"and tiles would start {decode.step} latent pixels ({encode.step} image pixels) apart"
+        )
+    if "encode" in ops and encode.step != encode.keep * factor:
+        return (
+            f"does not line up with the downsampling factor {factor} for encoding: tiles would start {encode.step} "
+            f"image pixels apart but each would keep {encode.keep} latent pixels ({encode.keep * factor} image "
+            "pixels), so the output would have the wrong size"
+        )
+    if "decode" in ops and decode.keep != decode.step * factor:
+        return (
+            f"does not line up with the downsampling factor {factor} for decoding: tiles would start {decode.step} "
+            f"latent pixels ({decode.step * factor} image pixels) apart but each would keep {decode.keep} image "
+            "pixels, so the output would have the wrong size"
+        )
+    return None
 
 
 def tile_grids(
-    model: AbstractAutoencoderKL, tile_size: SupportsIndex | None, overlap: float | np.floating
+    model: AbstractAutoencoderKL,
+    tile_size: SupportsIndex | None,
+    overlap: float | np.floating,
+    ops: tuple[str, ...] = ("encode", "decode"),
 ) -> tuple[TileGrid, TileGrid]:
-    """(encode grid, decode grid) for `tile_size` image pixels; raises ValueError on a bad tile or overlap.
+    """(encode grid, decode grid) for `tile_size` image pixels; raises ValueError on a bad overlap, or a tile that
+    cannot tile the `ops` ("encode", "decode"; both for a reconstruction).
 
     Beyond diffusers: a tile size whose kept stretches don't match the tile spacing (e.g. 12 pixels at 8x with
-    overlap 0.25) would make an output of the wrong size; diffusers returns it, we refuse it.
+    overlap 0.25, when decoding) would make an output of the wrong size; diffusers returns it, we refuse it.
     """
     overlap = fraction(overlap, "overlap")
     if tile_size is not None:
@@ -95,27 +113,18 @@ def tile_grids(
     sample_tile = _sample_tile(model, tile_size)
     factor = model.config.downsampling_factor
     encode, decode = _grids(sample_tile, factor, overlap)
-    if _too_small(encode, decode):
-        raise ValueError(
-            f"tile_size={sample_tile} is too small for the downsampling factor {factor} with overlap={overlap}: a tile "
-            f"would span {decode.in_tile} latent pixels and tiles would start {decode.step} latent pixels apart; use "
-            f"tile_size >= {_valid_tile(factor, overlap, sample_tile)}"
-        )
-    if not _lines_up(encode, decode, factor):
-        raise ValueError(
-            f"tile_size={sample_tile} with overlap={overlap} does not line up with the downsampling factor {factor}: "
-            f"tiles would start {decode.step} latent pixels ({decode.step * factor} image pixels) apart but each would "
-            f"keep {decode.keep} image pixels, so the output would have the wrong size; use "
-            f"tile_size={_valid_tile(factor, overlap, sample_tile)}"
-        )
+    problem = _problem(encode, decode, factor, ops)
+    if problem is not None:
+        nearest = _usable_tile(factor, overlap, sample_tile, ops)
+        use = f"use tile_size >= {nearest}" if problem.startswith("is too small") else f"use tile_size={nearest}"
+        raise ValueError(f"tile_size={sample_tile} with overlap={overlap} {problem}; {use}")
     return encode, decode
 
 
-def _valid_tile(factor: int, overlap: float, near: int) -> int:
-    """The smallest usable tile size at or above `near` (searching from `factor` when `near` is too small)."""
-    for tile in range(factor, 1 << 20):
-        grids = _grids(tile, factor, overlap)
-        if tile >= near and not _too_small(*grids) and _lines_up(*grids, factor):
+def _usable_tile(factor: int, overlap: float, near: int, ops: tuple[str, ...]) -> int:
+    """The smallest tile size at or above `near` that tiles the `ops`."""
+    for tile in range(max(near, 1), 1 << 20):
+        if _problem(*_grids(tile, factor, overlap), factor, ops) is None:
             return tile
     raise ValueError(f"no tile size lines up with overlap={overlap} and factor {factor}")
 
@@ -185,8 +194,9 @@ def tiled_encode(
     """Encodes NCHW images tile by tile, as diffusers' `AutoencoderKL.encode` does after `enable_tiling()`.
 
     `tile_size` is in image pixels (default: `config.sample_size`); `overlap` is the tile overlap fraction in [0, 1).
-    The tiles must line up with the downsampling factor f: at overlap 0.25, tile_size a multiple of 4 f (ValueError
-    otherwise, naming the nearest size that works).
+    The tiles must line up with the downsampling factor f (the kept latents of each tile reach the next tile's
+    start): at overlap 0.25 and f = 8, tile sizes 11, 22, 32, 33, 43, ... (ValueError otherwise, naming the nearest
+    size that works); multiples of 4 f, which `tiled_decode` needs, always work.
     Images no larger than the tile are encoded whole. Moments are blended before the log-variance is clipped, as in
     diffusers. Any image `eqx_vae.encode` takes works, with the same latent size: a last tile narrower than f, which
     diffusers hands to the encoder (and torch refuses), would encode to nothing, so it is left out.
@@ -197,7 +207,7 @@ def tiled_encode(
         "eqx_vae.sliced_encode to encode a large batch a few images at a time)"
     )
     images = check_images(model, images)
-    encode_grid, _ = tile_grids(model, tile_size, overlap)
+    encode_grid, _ = tile_grids(model, tile_size, overlap, ops=("encode",))
     return DiagonalGaussianDistribution.from_moments(_tiled(moments_batch, model, jnp.asarray(images), encode_grid))
 
 
@@ -220,5 +230,5 @@ def tiled_decode(
         "TAESD tile by tile with exactly the untiled result"
     )
     latents = check_latents(model, latents)
-    _, decode_grid = tile_grids(model, tile_size, overlap)
+    _, decode_grid = tile_grids(model, tile_size, overlap, ops=("decode",))
     return _tiled(decode_batch, model, jnp.asarray(latents), decode_grid)
