@@ -12,6 +12,7 @@ import pytest
 from helpers import SMALL_CONFIG, run_cli
 
 import eqx_vae
+from eqx_vae.checkpoints._state_dict import named_parameters
 
 FLUX2_CONFIG = eqx_vae.AutoencoderKLFlux2Config(
     block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, latent_channels=4,
@@ -183,3 +184,9 @@ def test_model_refuses_other_objects(without_type_checker):
         eqx_vae.AutoencoderKL("nope", key=jax.random.key(0))
     with pytest.raises(TypeError, match=r"got dict; from config.json contents, use AutoencoderKLConfig\.from_dict"):
         eqx_vae.AutoencoderKL({"latent_channels": 4}, key=jax.random.key(0))
+
+
+def test_state_dict_functions_refuse_what_is_not_a_model(without_type_checker):
+    for function in (eqx_vae.model_to_state_dict, named_parameters):
+        with pytest.raises(TypeError, match="takes a model .*got str"):
+            function("vae")
