@@ -1,7 +1,9 @@
 """Shared test helpers: tiny configs, random diffusers models and their float32 / float64 runs, tolerance checks."""
 
 import copy
+import hashlib
 import inspect
+import os
 
 import equinox as eqx
 import jax
@@ -182,3 +184,18 @@ def cli_output(capsys, *argv) -> str:
     status, out, err = run_cli(capsys, *argv)
     assert status == 0, err
     return out
+
+
+def folder_tree(directory) -> dict[str, str]:
+    """Every file and link under `directory`: relative path -> content digest (or link target)."""
+    found = {}
+    for root, folders, files in os.walk(directory):
+        for name in files + [f for f in folders if os.path.islink(os.path.join(root, f))]:
+            path = os.path.join(root, name)
+            relative = os.path.relpath(path, directory)
+            if os.path.islink(path):
+                found[relative] = "-> " + os.readlink(path)
+            else:
+                with open(path, "rb") as file:
+                    found[relative] = hashlib.sha256(file.read()).hexdigest()
+    return found

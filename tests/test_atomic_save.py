@@ -2,7 +2,6 @@
 one, and no temporary file can be taken for a model or an image. Bad arguments fail before anything is written."""
 
 import errno
-import hashlib
 import json
 import os
 import random
@@ -19,7 +18,7 @@ import equinox as eqx
 import jax
 import numpy as np
 import pytest
-from helpers import SMALL_CONFIG
+from helpers import SMALL_CONFIG, folder_tree
 from safetensors.numpy import save_file
 
 import eqx_vae
@@ -48,19 +47,6 @@ def other_model():
     return eqx_vae.AutoencoderKL(SMALL_CONFIG.replace(scaling_factor=0.5, layers_per_block=2), key=jax.random.key(7))
 
 
-def tree(directory) -> dict[str, str]:
-    """Every file and link under `directory`: relative path -> content digest (or link target)."""
-    found = {}
-    for root, folders, files in os.walk(directory):
-        for name in files + [f for f in folders if os.path.islink(os.path.join(root, f))]:
-            path = os.path.join(root, name)
-            relative = os.path.relpath(path, directory)
-            if os.path.islink(path):
-                found[relative] = "-> " + os.readlink(path)
-            else:
-                with open(path, "rb") as file:
-                    found[relative] = hashlib.sha256(file.read()).hexdigest()
-    return found
 
 
 def strays(parent, trees) -> list[str]:
@@ -158,20 +144,20 @@ def test_killed_at_every_step_old_or_new_never_a_mix(monkeypatch, tmp_path, old_
     (target / ".cache" / "huggingface" / "x.metadata").write_text("etag")
     os.symlink("README.md", target / "link.md")
     os.chmod(target, 0o750)
-    before = tree(target)
+    before = folder_tree(target)
     pristine = tmp_path / "pristine"
     shutil.copytree(target, pristine, symlinks=True)
     reference = tmp_path / "reference"
     shutil.copytree(target, reference, symlinks=True)
     eqx_vae.save_pretrained(other_model, reference)
-    after = tree(reference)
+    after = folder_tree(reference)
     assert model_files(after) != model_files(before)
     assert {k: v for k, v in after.items() if k not in model_files(after)} == \
            {k: v for k, v in before.items() if k not in model_files(before)}
     seen = set()
 
     def inspect(step):
-        now = tree(target)
+        now = folder_tree(target)
         assert now in (before, after), f"{step}: a mix of old and new: {sorted(now)}"
         seen.add("old" if now == before else "new")
         assert strays(tmp_path, {"models/vae", "pristine", "reference"}) == [], step
@@ -180,7 +166,7 @@ def test_killed_at_every_step_old_or_new_never_a_mix(monkeypatch, tmp_path, old_
     points = kill_points(monkeypatch, lambda: eqx_vae.save_pretrained(other_model, target), inspect,
                          restorer(target, pristine))
     assert points >= 15 and seen == {"old", "new"}
-    assert tree(target) == after and strays(tmp_path, {"models/vae", "pristine", "reference"}) == []
+    assert folder_tree(target) == after and strays(tmp_path, {"models/vae", "pristine", "reference"}) == []
     loaded = eqx_vae.from_pretrained(target)
     assert loaded.config == other_model.config
     with capsys.disabled():
@@ -191,22 +177,22 @@ def test_killed_at_every_step_same_config_keeps_other_variants(monkeypatch, tmp_
     target = tmp_path / "vae"
     eqx_vae.save_pretrained(old_model, target)
     eqx_vae.save_pretrained(old_model, target, dtype="float16", variant="fp16")
-    before = tree(target)
+    before = folder_tree(target)
     pristine = tmp_path / "pristine"
     shutil.copytree(target, pristine)
     reference = tmp_path / "reference"
     shutil.copytree(target, reference)
     eqx_vae.save_pretrained(new_model, reference)
-    after = tree(reference)
+    after = folder_tree(reference)
     assert after[FP16] == before[FP16] and after[WEIGHTS] != before[WEIGHTS]
 
     def inspect(step):
-        assert tree(target) in (before, after), step
+        assert folder_tree(target) in (before, after), step
         assert strays(tmp_path, {"vae", "reference", "pristine"}) == [], step
 
     points = kill_points(monkeypatch, lambda: eqx_vae.save_pretrained(new_model, target), inspect,
                          restorer(target, pristine))
-    assert tree(target) == after
+    assert folder_tree(target) == after
     with capsys.disabled():
         print(f"\n[atomic save, same config, fp16 variant kept] {points} kill points")
     for loaded, model in ((eqx_vae.from_pretrained(target), new_model),
@@ -219,15 +205,15 @@ def test_killed_at_every_step_into_a_new_folder(monkeypatch, tmp_path, old_model
     target = tmp_path / "a" / "vae"
     reference = tmp_path / "reference"
     eqx_vae.save_pretrained(old_model, reference)
-    after = tree(reference)
+    after = folder_tree(reference)
 
     def inspect(step):
-        assert not target.exists() or tree(target) == after, step
+        assert not target.exists() or folder_tree(target) == after, step
         assert strays(tmp_path, {"reference", "a/vae"}) == [], step
 
     points = kill_points(monkeypatch, lambda: eqx_vae.save_pretrained(old_model, target), inspect,
                          restorer(target, None))
-    assert tree(target) == after
+    assert folder_tree(target) == after
     with capsys.disabled():
         print(f"\n[atomic save, new folder] {points} kill points")
 
@@ -239,26 +225,26 @@ def test_without_exchange_the_old_model_is_always_whole_somewhere(monkeypatch, t
     monkeypatch.setattr(atomic, "exchange_paths", lambda first, second: False)
     target = tmp_path / "vae"
     eqx_vae.save_pretrained(old_model, target)
-    before = tree(target)
+    before = folder_tree(target)
     pristine = tmp_path / "pristine"
     shutil.copytree(target, pristine)
     reference = tmp_path / "reference"
     eqx_vae.save_pretrained(other_model, reference)
-    after = tree(reference)
+    after = folder_tree(reference)
     windows = []
 
     def inspect(step):
         if target.exists():
-            assert tree(target) in (before, after), step
+            assert folder_tree(target) in (before, after), step
         else:
             backups = [p for p in tmp_path.glob(".vae.*" + atomic.TEMP_SUFFIX) if (p / "old").is_dir()]
-            assert [tree(p / "old") for p in backups] == [before], step
+            assert [folder_tree(p / "old") for p in backups] == [before], step
             windows.append(step)
         assert strays(tmp_path, {"vae", "reference", "pristine"}) == [], step
 
     points = kill_points(monkeypatch, lambda: eqx_vae.save_pretrained(other_model, target), inspect,
                          restorer(target, pristine))
-    assert len(windows) >= 1 and tree(target) == after
+    assert len(windows) >= 1 and folder_tree(target) == after
     with capsys.disabled():
         print(f"\n[atomic save, no RENAME_EXCHANGE] {points} kill points, {len(windows)} with the old model beside "
               "the folder")
@@ -290,7 +276,7 @@ def test_really_killed_processes_leave_a_whole_model(tmp_path, old_model, other_
     wholes = []
     for source in sources:
         shutil.copy(target / "notes.txt", source / "notes.txt")
-        wholes.append(tree(source))
+        wholes.append(folder_tree(source))
     rng = random.Random(0)
     for _ in range(12):
         process = subprocess.Popen([sys.executable, "-c", _SAVE_FOREVER, atomic.__file__, str(target),
@@ -300,10 +286,10 @@ def test_really_killed_processes_leave_a_whole_model(tmp_path, old_model, other_
         process.kill()
         process.wait()
         process.stdout.close()
-        assert tree(target) in wholes
+        assert folder_tree(target) in wholes
         assert strays(tmp_path, {"a", "b", "models/vae"}) == []
     eqx_vae.save_pretrained(old_model, target)
-    assert tree(target) == wholes[0]
+    assert folder_tree(target) == wholes[0]
     assert os.listdir(tmp_path / "models") == ["vae"], "the dead processes' temporaries are gone"
     assert eqx_vae.from_pretrained(target).config == old_model.config
 
@@ -365,11 +351,11 @@ def test_other_variants_of_another_config_are_not_orphaned(tmp_path, old_model, 
     target = tmp_path / "vae"
     eqx_vae.save_pretrained(old_model, target)
     eqx_vae.save_pretrained(old_model, target, dtype="float16", variant="fp16")
-    before = tree(target)
+    before = folder_tree(target)
     with pytest.raises(ValueError, match=r"holds other weight files \(diffusion_pytorch_model.fp16.safetensors\) "
                                          r"for a different config.json"):
         eqx_vae.save_pretrained(other_model, target)
-    assert tree(target) == before
+    assert folder_tree(target) == before
 
 
 # Bad arguments and failing disks ------------------------------------------------------------------------------------
@@ -408,7 +394,7 @@ def test_full_disk_is_an_oserror_naming_the_file(tmp_path, old_model, other_mode
     """A real write failure: the file size limit (as a full disk) makes the weights write fail with EFBIG."""
     target = tmp_path / "vae"
     eqx_vae.save_pretrained(old_model, target)
-    before = tree(target)
+    before = folder_tree(target)
     limit = os.path.getsize(target / WEIGHTS) // 2
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -419,7 +405,7 @@ def test_full_disk_is_an_oserror_naming_the_file(tmp_path, old_model, other_mode
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, handler)
-    assert tree(target) == before and strays(tmp_path, {"vae"}) == []
+    assert folder_tree(target) == before and strays(tmp_path, {"vae"}) == []
 
 
 # Single files -------------------------------------------------------------------------------------------------------

@@ -1,15 +1,15 @@
 """Misuse of saving and of the model constructors: each is refused with an error that names the problem, before
 anything on disk changes, rather than producing a folder that cannot be loaded back."""
 
+import hashlib
 import os
-import pathlib
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import SMALL_CONFIG, run_cli
+from helpers import SMALL_CONFIG, folder_tree, run_cli
 
 import eqx_vae
 from eqx_vae.checkpoints._state_dict import named_parameters
@@ -25,17 +25,6 @@ TINY_CONFIG = eqx_vae.AutoencoderTinyConfig(
 BIAS = "decoder.conv_out.bias"
 
 
-def snapshot(directory) -> dict[str, bytes]:
-    """Every file under `directory` (links as their target's text), by relative path."""
-    found = {}
-    for root, folders, files in os.walk(directory):
-        for name in files + [f for f in folders if os.path.islink(os.path.join(root, f))]:
-            path = os.path.join(root, name)
-            key = os.path.relpath(path, directory)
-            found[key] = os.readlink(path).encode() if os.path.islink(path) else pathlib.Path(path).read_bytes()
-    return found
-
-
 def with_bias(model, values):
     return eqx.tree_at(lambda m: m.decoder.conv_out.bias, model, jnp.asarray(values, jnp.float32))
 
@@ -45,7 +34,7 @@ def saved(small_model, tmp_path):
     """A folder holding `small_model`, and its files."""
     directory = tmp_path / "vae"
     eqx_vae.save_pretrained(small_model, directory)
-    return directory, snapshot(directory)
+    return directory, folder_tree(directory)
 
 
 # The working folder ---------------------------------------------------------------------------------------------
@@ -55,7 +44,7 @@ def saved(small_model, tmp_path):
 def test_save_refuses_the_working_folder_and_folders_above_it(small_model, saved, monkeypatch, how):
     directory, before = saved
     (directory / "inner").mkdir()
-    before = snapshot(directory)
+    before = folder_tree(directory)
     os.symlink(directory, directory.parent / "alias")
     working = directory / "inner" if how == "parent" else directory
     monkeypatch.chdir(working)
@@ -64,7 +53,7 @@ def test_save_refuses_the_working_folder_and_folders_above_it(small_model, saved
     with pytest.raises(ValueError, match=rf"cannot save to .*: it {expected}.*deleted folder.*save to a subfolder"):
         eqx_vae.save_pretrained(small_model, path)
     assert os.getcwd() == os.path.realpath(working), "the working folder must survive"
-    assert snapshot(directory) == before
+    assert folder_tree(directory) == before
     assert sorted(os.listdir(directory.parent)) == ["alias", "vae"], "no staging folder left beside it"
 
 
@@ -91,8 +80,9 @@ def test_convert_into_the_working_folder_is_refused(capsys, saved, tmp_path, mon
     status, _, err = run_cli(capsys, "convert", source, ".", "--overwrite")
     assert status == 1
     assert "is the current working folder" in err and "save to a subfolder such as './vae'" in err, err
-    assert os.getcwd() == str(target.resolve()) and snapshot(target) == {"notes.txt": b"mine"}
-    assert snapshot(source) == source_files
+    assert os.getcwd() == str(target.resolve())
+    assert folder_tree(target) == {"notes.txt": hashlib.sha256(b"mine").hexdigest()}
+    assert folder_tree(source) == source_files
 
 
 # Weights that would not load back -----------------------------------------------------------------------------
@@ -103,7 +93,7 @@ def test_save_refuses_nonfinite_weights_unless_allowed(small_model, saved):
     broken = with_bias(small_model, [np.nan, 0.5, np.inf])
     with pytest.raises(ValueError, match=rf"tensor '{BIAS}' holds 2 non-finite value\(s\).*allow_nonfinite=True"):
         eqx_vae.save_pretrained(broken, directory)
-    assert snapshot(directory) == before, "the good model must stay"
+    assert folder_tree(directory) == before, "the good model must stay"
     eqx_vae.save_pretrained(broken, directory, allow_nonfinite=True)
     with pytest.raises(ValueError, match=rf"'{BIAS}' holds 2 non-finite value"):
         eqx_vae.from_pretrained(directory)
@@ -118,7 +108,7 @@ def test_save_refuses_a_dtype_that_overflows(small_model, saved):
                                          r"beyond float16's largest 65504, so 2 of them would be written as inf.*"
                                          r"save in float32 or bfloat16.*allow_nonfinite=True"):
         eqx_vae.save_pretrained(large, directory, dtype="float16", variant="fp16")
-    assert snapshot(directory) == before
+    assert folder_tree(directory) == before
     eqx_vae.save_pretrained(large, directory, dtype="bfloat16", variant="bf16")  # whose range holds 1e6
     back = eqx_vae.from_pretrained(directory, variant="bf16")
     np.testing.assert_allclose(np.asarray(back.decoder.conv_out.bias), [1e6, -2e5, 1.0], rtol=1e-2)

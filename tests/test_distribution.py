@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import jaxtyping
 import numpy as np
 import pytest
 from helpers import assert_close_to_reference, to_torch
@@ -74,14 +73,6 @@ def test_posterior_is_a_pytree_returned_from_jit():
     theirs = vae_module.DiagonalGaussianDistribution(to_torch(moments))
     assert_close_to_reference(posterior.logvar, theirs.logvar.numpy(), what="jitted logvar")
 
-
-@pytest.fixture
-def without_type_checker():
-    """What a user without a runtime type checker sees: the jaxtyping hook is switched off for the test."""
-    before = jaxtyping.config.jaxtyping_disable
-    jaxtyping.config.update("jaxtyping_disable", True)
-    yield
-    jaxtyping.config.update("jaxtyping_disable", before)
 
 
 def test_mismatched_shapes_are_named(without_type_checker):

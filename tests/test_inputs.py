@@ -10,7 +10,6 @@ import zlib
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jaxtyping
 import numpy as np
 import pytest
 from helpers import SMALL_CONFIG, random_diffusers_vae
@@ -20,14 +19,6 @@ from eqx_vae.io._images import image_size
 
 PIL = pytest.importorskip("PIL.Image")
 
-
-@pytest.fixture
-def without_type_checker():
-    """What a user without a runtime type checker sees: the jaxtyping hook is switched off for the test."""
-    before = jaxtyping.config.jaxtyping_disable
-    jaxtyping.config.update("jaxtyping_disable", True)
-    yield
-    jaxtyping.config.update("jaxtyping_disable", before)
 
 
 # The model's inputs ------------------------------------------------------------------------------------------------
