@@ -27,6 +27,7 @@ from ..models._inputs import positive_int
 from ..models._tiny import AutoencoderTiny
 from ..models._tiny_config import AutoencoderTinyConfig
 from ._batched import check_latents, check_model, decode_batch
+from ._compiler_options import _at_top_level
 
 
 def _decoder_ops(config: AutoencoderTinyConfig) -> list[str]:
@@ -87,6 +88,8 @@ def tiny_tiled_decode(
     `decoder_receptive_field(model)` latent pixels around its core (19 for TAESD), and only the core's output is
     kept, so the result equals the untiled decode up to float32 rounding. Peak memory is that of decoding one
     `(tile_size + 2 halo)`-sided latent, plus the output image. Applies `force_upcast` like `eqx_vae.decode`.
+    Inside `jax.jit`, `jax.grad` or `jax.vmap` the tiles unroll into the traced program (the memory bound is then
+    XLA's to keep).
     """
     check_model(model, "tiny_tiled_decode", latents, what="latents")
     if not isinstance(model, AutoencoderTiny):
@@ -95,12 +98,28 @@ def tiny_tiled_decode(
             "eqx_vae.tiled_decode for AutoencoderKL"
         )
     tile_size = positive_int(tile_size, "tile_size", " (latent pixels)")
-    # windows are cut on the host: slicing a device array compiles per window
-    latents = np.asarray(check_latents(model, latents))
+    latents = check_latents(model, latents)
     batch, _, height, width = latents.shape
     halo = decoder_receptive_field(model.config)
     factor = model.config.upsampling_factor
     rows, columns = _windows(height, tile_size, halo), _windows(width, tile_size, halo)
+    if not _at_top_level():  # inside the user's jit, grad or vmap: the tiles unroll into the traced program
+        cores = [
+            [
+                decode_batch(model, latents[:, :, top : top + tile_height, left : left + tile_width])[
+                    :,
+                    :,
+                    (row_start - top) * factor : (row_stop - top) * factor,
+                    (column_start - left) * factor : (column_stop - left) * factor,
+                ]
+                for column_start, column_stop, left, tile_width in columns
+            ]
+            for row_start, row_stop, top, tile_height in rows
+        ]
+        return jnp.concatenate([jnp.concatenate(row, axis=-1) for row in cores], axis=-2)
+    # at top level, windows are cut on the host (slicing a device array compiles per window) and the output is
+    # assembled there, so device memory holds one tile at a time
+    latents = np.asarray(latents)
     out = None
     for row_start, row_stop, top, tile_height in rows:
         for column_start, column_stop, left, tile_width in columns:
