@@ -43,3 +43,23 @@ def test_remat_inserts_checkpoints(tiny_model):
     assert count_checkpoints(tiny_model) == 0
     assert count_checkpoints(eqx_vae.with_remat(tiny_model)) >= 8  # 3 down + mid, mid + 3 up blocks
     assert count_checkpoints(eqx_vae.with_remat(eqx_vae.with_remat(tiny_model), enabled=False)) == 0
+
+
+def test_remat_of_autoencoder_tiny_checkpoints_its_blocks():
+    """TAESD's residual blocks are checkpointed too, with the same gradients."""
+    config = eqx_vae.AutoencoderTinyConfig(
+        encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+        num_encoder_blocks=(1, 2), num_decoder_blocks=(2, 1),
+    )
+    model = eqx_vae.AutoencoderTiny(config, key=jax.random.key(0))
+    remat_model = eqx_vae.with_remat(model)
+    assert remat_model.encoder.gradient_checkpointing and remat_model.decoder.gradient_checkpointing
+    images = random_images((1, 3, 8, 8), seed=2)
+    loss = lambda m: jnp.mean(jnp.square(jax.vmap(lambda x: m.decode(m.encode(x).mode()))(images) - images))  # noqa: E731
+    arrays, static = eqx.partition(remat_model, eqx.is_array)
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda a: loss(eqx.combine(a, static))))(arrays))
+    assert jaxpr.count("checkpoint") + jaxpr.count("remat") >= 6  # 3 + 3 blocks
+    grads, remat_grads = (jax.tree_util.tree_leaves(eqx.filter_grad(loss)(m)) for m in (model, remat_model))
+    scale = max(float(np.abs(leaf).max()) for leaf in grads)
+    for plain, remat in zip(grads, remat_grads, strict=True):
+        np.testing.assert_allclose(remat, plain, rtol=1e-5, atol=1e-5 * scale)

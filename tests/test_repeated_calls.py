@@ -64,6 +64,19 @@ def test_calls_of_one_shape_move_to_winograd_once_they_have_run_the_threshold():
     assert other_routes == ["xla"] * 5
 
 
+def test_calls_traced_first_inside_a_users_jit_are_counted():
+    """A signature first traced inside the user's jit reaches the top level through the cached trace; its work is then
+    read off that trace's program, so the calls switch as they would have."""
+    latents = jax.random.normal(jax.random.key(4), (1, 4, 8, 8))
+    gflop = _decode_gflop(_model(WIDE, float("inf")), latents)
+    model = _model(WIDE, 1.5 * gflop)  # two calls pass it
+    references = _references(model, latents)
+    inside = jax.jit(lambda z: eqx_vae.decode(model, z))(latents)
+    assert _route(inside, references) == "xla"
+    routes = [_route(eqx_vae.decode(model, latents), references) for _ in range(3)]
+    assert routes == ["xla", "xla", "winograd"]
+
+
 def test_each_example_of_a_batch_counts(caplog):
     latents = jax.random.normal(jax.random.key(3), (2, 4, 8, 8))
     gflop = _decode_gflop(_model(WIDE, float("inf")), latents)

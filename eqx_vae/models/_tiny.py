@@ -100,6 +100,11 @@ def take(keys, count: int) -> list:
     return [next(keys) for _ in range(count)]
 
 
+def _checkpointed_blocks(layer, enabled: bool):
+    """`layer`, wrapped in `eqx.filter_checkpoint` when `enabled` and it is a residual block (`eqx_vae.with_remat`)."""
+    return eqx.filter_checkpoint(layer) if enabled and isinstance(layer, AutoencoderTinyBlock) else layer
+
+
 class EncoderTiny(eqx.Module):
     """diffusers' `EncoderTiny`: image in [-1, 1] -> latents (the mapping to TAESD's [0, 1] images is built in).
 
@@ -108,6 +113,7 @@ class EncoderTiny(eqx.Module):
     """
 
     layers: list[Conv2d | AutoencoderTinyBlock]
+    gradient_checkpointing: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -130,6 +136,7 @@ class EncoderTiny(eqx.Module):
             layers += [AutoencoderTinyBlock(width, width, config.act_fn, **dtypes, key=k) for k in take(keys, blocks)]
         layers.append(_conv3x3(channels[-1], config.latent_channels, dtypes=dtypes, key=next(keys)))
         self.layers = layers
+        self.gradient_checkpointing = False
 
     def __call__(
         self, x: Float[Array, "in_channels height width"]
@@ -137,7 +144,7 @@ class EncoderTiny(eqx.Module):
         with jax.named_scope("eqx_vae.EncoderTiny"):
             x = (x + 1) / 2
             for layer in self.layers:
-                x = layer(x)
+                x = _checkpointed_blocks(layer, self.gradient_checkpointing)(x)
             return x
 
 
@@ -149,6 +156,7 @@ class DecoderTiny(eqx.Module):
     """
 
     layers: list[Conv2d | Activation | AutoencoderTinyBlock | Upsample]
+    gradient_checkpointing: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -174,6 +182,7 @@ class DecoderTiny(eqx.Module):
             out = config.out_channels if final else width
             layers.append(_conv3x3(width, out, use_bias=final, dtypes=dtypes, key=next(keys)))
         self.layers = layers
+        self.gradient_checkpointing = False
 
     def __call__(
         self, z: Float[Array, "latent_channels latent_height latent_width"]
@@ -181,7 +190,7 @@ class DecoderTiny(eqx.Module):
         with jax.named_scope("eqx_vae.DecoderTiny"):
             x = jnp.tanh(z / 3) * 3
             for layer in self.layers:
-                x = layer(x)
+                x = _checkpointed_blocks(layer, self.gradient_checkpointing)(x)
             return x * 2 - 1
 
 

@@ -18,7 +18,7 @@ from ._abstract import AbstractAutoencoderKL
 from ._attention import AttentionBlock
 from ._decoder import Decoder
 from ._encoder import Encoder
-from ._tiny import AutoencoderTiny
+from ._tiny import AutoencoderTiny, DecoderTiny, EncoderTiny
 
 
 def _check_module(model, function: str) -> None:
@@ -70,9 +70,10 @@ def with_conv_backend(model, backend: AbstractConvBackend):
 
 def with_remat(model, enabled: bool = True):
     """The same weights with gradient checkpointing (`eqx.filter_checkpoint`) of every encoder and decoder block
-    turned on or off: the backward pass recomputes each block's activations. Results are unchanged."""
+    (TAESD: every residual block) turned on or off: the backward pass recomputes each block's activations. Results
+    are unchanged."""
     _check_module(model, "with_remat")
-    return _replace_fields(model, (Encoder, Decoder), gradient_checkpointing=bool(enabled))
+    return _replace_fields(model, (Encoder, Decoder, EncoderTiny, DecoderTiny), gradient_checkpointing=bool(enabled))
 
 
 def with_spatial_axis(model, axis_name: str | None):

@@ -21,7 +21,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._auto_conv import call_level_auto_convs, replacing_auto_conv
+from ._auto_conv import call_gflop, call_level_auto_convs, replacing_auto_conv
 from ._conv import conv_layers
 from ._conv_backends import AutoConv, WinogradConv
 from ._conv_work import counting_conv_work
@@ -114,6 +114,8 @@ def call_with_repeated_call_rule(fn: Callable, model, *args, **kwargs):
         out = fn(model, *args, **kwargs)
     if work.gflop:
         calls.example_gflop = work.gflop
+    elif calls.count == 0:  # traced before, inside a user's trace: its cached program tells the work
+        calls.example_gflop = call_gflop(fn, model, *args, **kwargs) / _batch_size(args)
     calls.gflop += calls.example_gflop * _batch_size(args)
     calls.count += 1
     large_enough = 0 < calls.example_gflop and calls.example_min_gflop <= calls.example_gflop
