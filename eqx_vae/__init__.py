@@ -59,6 +59,7 @@ from .models import preset_config as preset_config
 from .models import scale_latents as scale_latents
 from .models import to_diffusion_latents as to_diffusion_latents
 from .models import to_flux2_latents as to_flux2_latents
+from .models import trainable_filter as trainable_filter
 from .models import unpatchify_latents as unpatchify_latents
 from .models import unscale_latents as unscale_latents
 from .models import upcast_for_decode as upcast_for_decode

@@ -365,3 +365,24 @@ def test_cli_info_encode_decode(small, tmp_path, capsys):
     with torch.no_grad():
         decoded = reference.decode(torch.from_numpy(np.asarray(latents))).sample.numpy()[0]
     assert np.abs(written - to_uint8(decoded).astype(np.int16)).max() <= 1
+
+
+def test_trainable_filter_leaves_out_the_running_statistics(small):
+    """An optimiser given `trainable_filter`'s arrays trains the weights and never moves the batch-norm statistics
+    (diffusers' buffers), even with weight decay; every other floating array is trained."""
+    optax = pytest.importorskip("optax")
+    ours, _ = small
+    params, static = eqx.partition(ours, eqx_vae.trainable_filter(ours))
+    assert params.bn.running_mean is None and params.bn.running_var is None and params.bn.num_batches_tracked is None
+    floating = [leaf for leaf in jax.tree_util.tree_leaves(ours) if eqx.is_inexact_array(leaf)]
+    assert len(jax.tree_util.tree_leaves(params)) == len(floating) - 2
+    images = random_images((1, 3, 16, 16), seed=9)
+    loss = lambda p: jnp.mean(eqx_vae.reconstruct(eqx.combine(p, static), images) ** 2)  # noqa: E731
+    optimiser = optax.adamw(1e-2, weight_decay=0.1)
+    updates, _ = optimiser.update(jax.grad(loss)(params), optimiser.init(params), params)
+    trained = eqx.combine(optax.apply_updates(params, updates), static)
+    np.testing.assert_array_equal(trained.bn.running_var, ours.bn.running_var)
+    np.testing.assert_array_equal(trained.bn.running_mean, ours.bn.running_mean)
+    assert not np.array_equal(trained.decoder.conv_out.weight, ours.decoder.conv_out.weight)
+    with pytest.raises(TypeError, match="trainable_filter takes a model"):
+        eqx_vae.trainable_filter(params.bn)

@@ -32,6 +32,7 @@ from ._tiny import scale_latents as scale_latents
 from ._tiny import unscale_latents as unscale_latents
 from ._tiny_config import AutoencoderTinyConfig as AutoencoderTinyConfig
 from ._tiny_presets import TINY_PRESET_NAMES as TINY_PRESET_NAMES
+from ._trainable import trainable_filter as trainable_filter
 from ._transforms import upcast_for_decode as upcast_for_decode
 from ._transforms import with_compute_dtype as with_compute_dtype
 from ._transforms import with_conv_backend as with_conv_backend
