@@ -47,8 +47,6 @@ def other_model():
     return eqx_vae.AutoencoderKL(SMALL_CONFIG.replace(scaling_factor=0.5, layers_per_block=2), key=jax.random.key(7))
 
 
-
-
 def strays(parent, trees) -> list[str]:
     """Entries under `parent`, outside the folders `trees` (relative paths), that do not look like an eqx_vae temporary
     (hidden, ending in `.eqx-vae-tmp`): anything a later run could take for a model, a latent file or an image."""

@@ -121,10 +121,16 @@ def test_convert_to_float16_refuses_an_overflow(capsys, small_model, tmp_path):
     assert status == 1
     assert f"tensor '{BIAS}' holds values up to 70000 in magnitude, beyond float16's largest 65504" in err, err
     assert not destination.exists()
+    status, _, err = run_cli(capsys, "convert", source, destination, "--dtype", "float16", "--allow-nonfinite")
+    assert status == 0, err
+    converted = eqx_vae.from_pretrained(destination, allow_nonfinite=True)
+    assert np.isinf(np.asarray(converted.decoder.conv_out.bias[0]))
+    copy = tmp_path / "copy"  # reading it back needs the option too
+    assert run_cli(capsys, "convert", destination, copy)[0] == 1 and not copy.exists()
+    assert run_cli(capsys, "convert", destination, copy, "--allow-nonfinite")[0] == 0
 
 
 # Configs of another family ----------------------------------------------------------------------------------------
-
 
 
 def test_each_family_model_class_bears_its_diffusers_class_name():

@@ -74,7 +74,6 @@ def test_posterior_is_a_pytree_returned_from_jit():
     assert_close_to_reference(posterior.logvar, theirs.logvar.numpy(), what="jitted logvar")
 
 
-
 def test_mismatched_shapes_are_named(without_type_checker):
     """A sample or a prior of another shape is refused with both shapes, not left to broadcasting's error; shapes
     that broadcast (a prior shared by the batch) still work, as in diffusers."""

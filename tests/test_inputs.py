@@ -20,7 +20,6 @@ from eqx_vae.io._images import image_size
 PIL = pytest.importorskip("PIL.Image")
 
 
-
 # The model's inputs ------------------------------------------------------------------------------------------------
 
 

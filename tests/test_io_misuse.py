@@ -19,7 +19,6 @@ from eqx_vae.io._images import image_size
 PIL = pytest.importorskip("PIL.Image")
 
 
-
 def latents(batch=1):
     return np.random.default_rng(0).standard_normal((batch, 4, 3, 5)).astype(np.float32)
 

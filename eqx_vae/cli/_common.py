@@ -226,6 +226,7 @@ def load_model(
     dtype: str | None = None,
     conv_algorithm: str = "auto",
     allow_pickle: bool = False,
+    allow_nonfinite: bool = False,
     config: str | None = None,
     variant: str | None = None,
 ):
@@ -240,7 +241,14 @@ def load_model(
     if name == "default":
         model = load_default(dtype)
     else:
-        model = from_pretrained(name, dtype=dtype, allow_pickle=allow_pickle, config=config, variant=variant)
+        model = from_pretrained(
+            name,
+            dtype=dtype,
+            allow_pickle=allow_pickle,
+            allow_nonfinite=allow_nonfinite,
+            config=config,
+            variant=variant,
+        )
     return with_conv_backend(model, conv_backend_named(conv_algorithm))
 
 

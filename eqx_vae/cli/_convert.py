@@ -18,6 +18,11 @@ def add_parser(commands) -> None:
         help="a preset name (e.g. sdxl, flux-1) for single files whose latent scaling is unknown",
     )
     parser.add_argument("--allow-pickle", action="store_true", help="read pickle checkpoints (.ckpt, .bin, .pt)")
+    parser.add_argument(
+        "--allow-nonfinite",
+        action="store_true",
+        help="read and write weights holding NaN or inf (refused by default, as from_pretrained refuses them)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint in DST")
     parser.set_defaults(run=run)
 
@@ -35,7 +40,13 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.destination} is a file; the destination of convert is a folder")
     outputs = [os.path.join(args.destination, name) for name in (CONFIG_NAME, WEIGHTS_NAME)]
     check_outputs(outputs, args.overwrite, can_skip=False)
-    model = load_model(args.source, allow_pickle=args.allow_pickle, config=args.config, variant=args.variant)
-    save_pretrained(model, args.destination, dtype=args.dtype)
+    model = load_model(
+        args.source,
+        allow_pickle=args.allow_pickle,
+        allow_nonfinite=args.allow_nonfinite,
+        config=args.config,
+        variant=args.variant,
+    )
+    save_pretrained(model, args.destination, dtype=args.dtype, allow_nonfinite=args.allow_nonfinite)
     say(f"{args.source} -> {args.destination} (diffusers layout, {args.dtype or model.param_dtype} weights)")
     return 0
