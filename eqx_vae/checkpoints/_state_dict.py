@@ -24,6 +24,7 @@ from ..models import (
     with_compute_dtype,
 )
 from ..models._families import family_of
+from ..models._model_types import check_is_model
 from ..nn import kernel_from_torch, kernel_to_torch
 from ..nn._dtypes import float_dtype
 
@@ -95,10 +96,7 @@ def named_parameters(model: AbstractAutoencoderKL | AutoencoderTiny) -> dict[str
     """Every array of the model by its diffusers state-dict name, e.g. `decoder.up_blocks.0.upsamplers.0.conv.bias`,
     in PyTorch's layout: conv kernels, `(kh, kw, in, out)` in the model, are given as `(out, in, kh, kw)`. TypeError
     for anything but a model."""
-    if not isinstance(model, (AbstractAutoencoderKL, AutoencoderTiny)):
-        raise TypeError(
-            f"takes a model (AutoencoderKL, AutoencoderKLFlux2 or AutoencoderTiny), got {type(model).__name__}"
-        )
+    check_is_model(model, "named_parameters")
     leaves, _ = jax.tree_util.tree_flatten_with_path(eqx.filter(model, _is_parameter))
     return {_path_to_name(path): _to_torch_layout(leaf) for path, leaf in leaves}
 

@@ -20,26 +20,21 @@ from .._custom_types import ImageBatch, LatentBatch
 from ..models import AbstractAutoencoderKL, AutoencoderTiny, DiagonalGaussianDistribution, upcast_for_decode
 from ..models._autoencoder import check_dropout_key
 from ..models._inputs import check_image, check_latent
+from ..models._model_types import MODEL_CLASSES, check_is_model
 from ._compiler_options import filter_jit
 from ._large_arrays import warn_if_int32_sized
 from ._padding import crop, pad_to_multiple
-
-MODELS = (AbstractAutoencoderKL, AutoencoderTiny)
 
 
 def check_model(model, function: str, second=None, *, what: str = "images", tiny_instead: str | None = None) -> None:
     """A TypeError unless `model` is a VAE (one that names swapped arguments when `second` is the model); with
     `tiny_instead`, an AutoencoderTiny is refused too, and the message ends with it (what to use instead)."""
-    if not isinstance(model, MODELS):
-        if isinstance(second, MODELS):
-            raise TypeError(
-                f"{function} takes the model first, then the {what}: got {type(model).__name__} first and "
-                f"{type(second).__name__} second; call eqx_vae.{function}(model, {what}, ...)"
-            )
+    if not isinstance(model, MODEL_CLASSES) and isinstance(second, MODEL_CLASSES):
         raise TypeError(
-            f"{function} takes a model first (AutoencoderKL, AutoencoderKLFlux2 or AutoencoderTiny), got "
-            f"{type(model).__name__}"
+            f"{function} takes the model first, then the {what}: got {type(model).__name__} first and "
+            f"{type(second).__name__} second; call eqx_vae.{function}(model, {what}, ...)"
         )
+    check_is_model(model, function, first=True)
     if tiny_instead is not None and isinstance(model, AutoencoderTiny):
         raise TypeError(f"{function} takes an AutoencoderKL or AutoencoderKLFlux2, got AutoencoderTiny; {tiny_instead}")
 

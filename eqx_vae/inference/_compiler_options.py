@@ -70,7 +70,7 @@ def compiler_options() -> dict[str, str]:
     return dict(_options())
 
 
-def _at_top_level() -> bool:
+def at_top_level() -> bool:
     """Whether no trace is active (jax accepts compiler options on top-level jits only)."""
     try:
         from jax._src.core import trace_state_clean
@@ -96,11 +96,11 @@ def filter_jit(fn=None, *, repeated_call_rule: bool = True):
         return eqx.filter_jit(fn, compiler_options=compiler_options())
 
     def jitted():
-        return tuned() if _at_top_level() and _options() else plain
+        return tuned() if at_top_level() and _options() else plain
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        if repeated_call_rule and _at_top_level():
+        if repeated_call_rule and at_top_level():
             return call_with_repeated_call_rule(jitted(), *args, **kwargs)
         return jitted()(*args, **kwargs)
 

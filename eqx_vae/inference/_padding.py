@@ -5,14 +5,13 @@ columns of a side that is not a multiple of the downsampling factor f (up to f -
 the next multiple first and cropping the decoded image back keeps every pixel; this is what `eqx-vae` does.
 """
 
-import operator
 from typing import SupportsIndex
 
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float
 
-from ..models._inputs import positive_int
+from ..models._inputs import as_integer, positive_int
 
 
 def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
@@ -55,10 +54,7 @@ def crop(
         raise ValueError(f"images must have a height and a width axis (the last two), got shape {images.shape}")
     sizes = []
     for name, value, side in (("height", height, images.shape[-2]), ("width", width, images.shape[-1])):
-        try:
-            size = None if isinstance(value, (bool, np.bool_)) else operator.index(value)
-        except TypeError:
-            size = None
+        size = as_integer(value)
         if size is None or not 1 <= size <= side:
             raise ValueError(f"{name}={value!r} must be an integer from 1 to the images' {name}, {side}")
         sizes.append(size)

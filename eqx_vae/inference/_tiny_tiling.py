@@ -27,7 +27,7 @@ from ..models._inputs import positive_int
 from ..models._tiny import AutoencoderTiny
 from ..models._tiny_config import AutoencoderTinyConfig
 from ._batched import check_latents, check_model, decode_batch
-from ._compiler_options import _at_top_level
+from ._compiler_options import at_top_level
 
 
 def _decoder_ops(config: AutoencoderTinyConfig) -> list[str]:
@@ -103,7 +103,7 @@ def tiny_tiled_decode(
     halo = decoder_receptive_field(model.config)
     factor = model.config.upsampling_factor
     rows, columns = _windows(height, tile_size, halo), _windows(width, tile_size, halo)
-    if not _at_top_level():  # inside the user's jit, grad or vmap: the tiles unroll into the traced program
+    if not at_top_level():  # inside the user's jit, grad or vmap: the tiles unroll into the traced program
         cores = [
             [
                 decode_batch(model, latents[:, :, top : top + tile_height, left : left + tile_width])[

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from jaxtyping import Float
 
-from ..models import DiagonalGaussianDistribution
+from ..models._inputs import refuse_posterior
 from ._atomic import atomic_path
 from ._safetensors import SafetensorsFile, write_safetensors
 
@@ -83,10 +83,7 @@ class LatentFile:
 def _float32_nchw(latents: npt.ArrayLike) -> np.ndarray:
     """Floating `(batch, channels, height, width)` latents (anything `np.asarray` converts: NumPy, JAX, a torch tensor
     on the CPU) as a contiguous float32 NumPy array; ValueError otherwise."""
-    if isinstance(latents, DiagonalGaussianDistribution):
-        raise ValueError("latents must be an array of shape (batch, channels, height, width), got a "
-                         "DiagonalGaussianDistribution (the posterior that encode returns): take its latents with "
-                         "posterior.mode() or posterior.sample(key)")
+    refuse_posterior(latents, "latents", "batch, channels, height, width")
     try:
         array = np.asarray(latents)
     except (TypeError, ValueError, RuntimeError) as error:

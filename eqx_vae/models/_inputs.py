@@ -26,16 +26,22 @@ def _has_numpy_dtype(array) -> bool:
     return True
 
 
+def refuse_posterior(value, what: str, axes_text: str) -> None:
+    """A ValueError, saying how to take latents from it, when `value` (given as `what`) is a posterior."""
+    if isinstance(value, DiagonalGaussianDistribution):
+        raise ValueError(
+            f"{what} must be an array of shape ({axes_text}), got a DiagonalGaussianDistribution (the posterior "
+            "that encode returns): take its latents with posterior.mode() or posterior.sample(key)"
+        )
+
+
 def as_array(array, what: str, axes_text: str):
     """`array` itself when it is a JAX or NumPy array (or anything else with a NumPy dtype, such as a tracer), else
     its conversion by `jnp.asarray` when it is array-like (a torch CPU tensor, say). A posterior given as latents
     (`what` is "latents" or "z") is refused with a ValueError that says how to take latents from it; other objects are
     returned as they are."""
-    if isinstance(array, DiagonalGaussianDistribution) and what in ("latents", "z"):
-        raise ValueError(
-            f"{what} must be an array of shape ({axes_text}), got a DiagonalGaussianDistribution (the posterior "
-            "that encode returns): take its latents with posterior.mode() or posterior.sample(key)"
-        )
+    if what in ("latents", "z"):
+        refuse_posterior(array, what, axes_text)
     if _has_numpy_dtype(array) or not any(
         hasattr(array, name) for name in ("__jax_array__", "__dlpack__", "__array__")
     ):
@@ -121,18 +127,23 @@ def check_latent(config, z, *, batched: bool = False):
     )
 
 
+def as_integer(value) -> int | None:
+    """`value` as a Python int when it is an integer (a NumPy integer too, not a bool), else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def positive_int(value, what: str, unit: str = "") -> int:
     """`value` as a Python int when it is a positive integer (a NumPy integer too, not a bool), else a ValueError
     naming `what`."""
-    if not isinstance(value, (bool, np.bool_)):
-        try:
-            number = operator.index(value)
-        except TypeError:
-            pass
-        else:
-            if number >= 1:
-                return number
-    raise ValueError(f"{what}={value!r} must be a positive integer{unit}")
+    number = as_integer(value)
+    if number is None or number < 1:
+        raise ValueError(f"{what}={value!r} must be a positive integer{unit}")
+    return number
 
 
 def fraction(value, what: str) -> float:

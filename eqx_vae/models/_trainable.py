@@ -4,9 +4,8 @@ import equinox as eqx
 import jax
 from jaxtyping import PyTree
 
-from ._abstract import AbstractAutoencoderKL
 from ._flux2 import LatentBatchNorm
-from ._tiny import AutoencoderTiny
+from ._model_types import check_is_model
 
 
 def trainable_filter(model) -> PyTree[bool]:
@@ -20,11 +19,7 @@ def trainable_filter(model) -> PyTree[bool]:
 
     and `eqx.combine(params, static)` in the loss. TypeError for anything but a model.
     """
-    if not isinstance(model, (AbstractAutoencoderKL, AutoencoderTiny)):
-        raise TypeError(
-            f"trainable_filter takes a model (AutoencoderKL, AutoencoderKLFlux2 or AutoencoderTiny), got "
-            f"{type(model).__name__}"
-        )
+    check_is_model(model, "trainable_filter")
     def trainable(node):
         if isinstance(node, LatentBatchNorm):
             return jax.tree_util.tree_map(lambda _: False, node)

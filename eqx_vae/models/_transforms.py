@@ -14,11 +14,11 @@ import jax.numpy as jnp
 
 from ..nn import AbstractConvBackend, Conv2d, GroupNorm, Linear
 from ..nn._dtypes import float_dtype
-from ._abstract import AbstractAutoencoderKL
 from ._attention import AttentionBlock
 from ._decoder import Decoder
 from ._encoder import Encoder
-from ._tiny import AutoencoderTiny, DecoderTiny, EncoderTiny
+from ._model_types import check_is_model
+from ._tiny import DecoderTiny, EncoderTiny
 
 
 def _check_module(model, function: str) -> None:
@@ -92,11 +92,7 @@ def upcast_for_decode(model):
     SDXL's VAE overflows in float16 (hence `force_upcast=True` in its config); bfloat16 has float32's range, so it is
     left alone, as are models whose config says `force_upcast=False` (e.g. the fp16-fixed SDXL VAE).
     """
-    if not isinstance(model, (AbstractAutoencoderKL, AutoencoderTiny)):
-        raise TypeError(
-            f"upcast_for_decode takes a model (AutoencoderKL, AutoencoderKLFlux2 or AutoencoderTiny), got "
-            f"{type(model).__name__}"
-        )
+    check_is_model(model, "upcast_for_decode")
     if model.config.force_upcast and jnp.dtype(model.dtype) == jnp.float16:
         return with_compute_dtype(model, jnp.float32)
     return model
